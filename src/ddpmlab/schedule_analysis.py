@@ -1,0 +1,57 @@
+"""Noise-schedule analysis: how fast sqrt(alpha_bar_t) decays for several T and schedules.
+
+If sqrt(alpha_bar_T) is not small, x_T still carries the image and sampling from N(0, I) starts
+from the wrong distribution (linear betas at T=500: sqrt(alpha_bar_T) ~ 0.08).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import plotting
+from .diffusion import derive_seed
+from .images import grid, to_model, to_uint8
+from .schedule import Schedule, make_betas, q_sample
+
+
+def table(names, Ts, beta_start: float, beta_end: float) -> list[dict]:
+    rows = []
+    for name in names:
+        for T in Ts:
+            s = Schedule(make_betas(name, T, beta_start, beta_end))
+            rows.append({"schedule": name, **s.summary()})
+    return rows
+
+
+def decay_figure(names, Ts, beta_start: float, beta_end: float, chosen_T: int, threshold: float, path):
+    fig, axes = plotting.plt.subplots(1, 2, figsize=(10, 4))
+    styles = {"linear": "-", "cosine": "--"}
+    for name in names:
+        for T in Ts:
+            s = Schedule(make_betas(name, T, beta_start, beta_end))
+            t = np.arange(1, T + 1)
+            lw = 2.2 if T == chosen_T else 1.0
+            for ax, x in zip(axes, (t, t / T)):
+                ax.plot(x, s.sqrt_alpha_bar, styles.get(name, ":"), lw=lw, label=f"{name} T={T}")
+    for ax, xl in zip(axes, ("t", "t / T")):
+        ax.set_yscale("log")
+        ax.axhline(threshold, color="k", lw=0.8, ls=":", label=f"warn above {threshold:g}")
+        ax.set_xlabel(xl)
+        ax.set_ylabel("sqrt(alpha_bar_t)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("signal coefficient against step")
+    axes[1].set_title("against the fraction of the process")
+    axes[1].legend(fontsize=7, ncol=2)
+    plotting.save(fig, path)
+
+
+def forward_strip(image: np.ndarray, sched: Schedule, ts, seed: int, path) -> list[int]:
+    """q(x_t | x_0) of one uint8 [H, W, 3] image at the steps ts (clipped to T-1), one noise draw."""
+    ts = sorted({min(int(t), sched.T - 1) for t in ts})
+    x0 = to_model(image[None]).repeat(len(ts), 1, 1, 1)
+    noise = torch.randn(x0[:1].shape, generator=torch.Generator().manual_seed(derive_seed(seed, 6))).repeat(len(ts), 1, 1, 1)
+    xt = q_sample(sched, x0, torch.tensor(ts), noise)
+    scale = max(1, 96 // image.shape[0])
+    grid(to_uint8(xt), ncol=len(ts), scale=scale).save(path)
+    return ts

