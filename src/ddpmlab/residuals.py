@@ -41,7 +41,8 @@ def collect_residuals(model, sched: Schedule, val_x: torch.Tensor, n_bins: int, 
 
     Returns t [M] (0-based) and r [M, D] float32 numpy, M = N * bins * draws_per_bin.
     """
-    model.eval()
+    if isinstance(model, torch.nn.Module):
+        model.eval()
     device = val_x.device
     edges = bin_edges(sched.T, n_bins)
     g = torch.Generator().manual_seed(derive_seed(seed, 5))
@@ -65,6 +66,7 @@ class ChiSquaredResult:
     ks: float
     excess_kurtosis: float
     dispersion_ratio: float
+    dispersion_se: float
     D: int
     n_residuals: int
     ks_pass: bool
@@ -95,20 +97,25 @@ def standardise(r: np.ndarray, t: np.ndarray, edges: np.ndarray):
 
 def chi_squared_check(r: np.ndarray, t: np.ndarray, edges: np.ndarray, cfg: ResidualsConfig) -> tuple[ChiSquaredResult, np.ndarray, np.ndarray]:
     """The three tests on residuals r [M, D] at timesteps t [M]. Returns (result, z, per-bin sigma^2)."""
-    z, _, ms = standardise(r.astype(np.float64), t, edges)
+    z, b, ms = standardise(r.astype(np.float64), t, edges)
     D = r.shape[1]
     flat = z.ravel()
     rng = np.random.default_rng(cfg.seed)
     sub = flat if flat.size <= KS_MAX_ELEMENTS else rng.choice(flat, KS_MAX_ELEMENTS, replace=False)
     ks = float(stats.kstest(np.square(sub), stats.chi2(1).cdf).statistic)
     kurt = float(stats.kurtosis(flat, fisher=True))
+    # Standardising makes mean(S) = D exactly within each bin, costing one degree of freedom per
+    # bin: the pooled within-bin variance divides by M - bins (the plain variance would be biased low).
     S = np.square(z).sum(1)
-    disp = float(np.var(S, ddof=1) / (2 * D))
+    dof = len(S) - len(np.unique(b))
+    disp = float(np.sum(np.square(S - D)) / dof / (2 * D)) if dof > 0 else float("nan")
+    disp_se = float(np.sqrt(2 / dof)) if dof > 0 else float("nan")  # sd of a variance ratio with dof degrees of freedom
     lo, hi = cfg.dispersion_range
     res = ChiSquaredResult(
         ks=ks,
         excess_kurtosis=kurt,
         dispersion_ratio=disp,
+        dispersion_se=disp_se,
         D=D,
         n_residuals=int(flat.size),
         ks_pass=ks <= cfg.max_ks,

@@ -246,7 +246,7 @@ def train(
                 group["lr"] = lr_at(step, cfg)
             opt.step()
             ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
-            total += float(loss_each.sum())
+            total += float(loss_each.detach().sum())
             seen += len(idx)
             step += 1
         rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg), "img_per_s": seen / (time.perf_counter() - t0)}

