@@ -175,6 +175,9 @@ class TrainConfig:
     val_draws: int
     checkpoint_every: int
     seed: int
+    bf16: bool = True
+    compile: bool = False
+    processes: int = 1
 
     @classmethod
     def from_params(cls, p: dict) -> "TrainConfig":
@@ -192,6 +195,9 @@ class TrainConfig:
             val_draws=_int(p, "train.val_draws", lo=1),
             checkpoint_every=_int(p, "train.checkpoint_every", lo=1),
             seed=_int(p, "seed"),
+            bf16=_bool(p, "train.bf16"),
+            compile=_bool(p, "train.compile"),
+            processes=_int(p, "train.processes", lo=1),
         )
 
 

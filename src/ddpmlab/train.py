@@ -52,7 +52,7 @@ class TrainSetup:
 
     def fingerprint(self, train_x: np.ndarray) -> str:
         """Identifies the experiment a checkpoint belongs to (device and bookkeeping excluded)."""
-        tc = {k: v for k, v in asdict(self.train_cfg).items() if k not in ("device", "checkpoint_every", "val_every")}
+        tc = {k: v for k, v in asdict(self.train_cfg).items() if k not in ("device", "checkpoint_every", "val_every", "processes")}
         return fingerprint(
             {
                 "model": self.model_cfg.to_dict(),
@@ -156,6 +156,91 @@ class TrainResult:
     params: int
 
 
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torch.distributed job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> "Dist":
+        import torch.distributed as d
+
+        return cls(d.get_rank(), d.get_world_size()) if d.is_available() and d.is_initialized() else cls()
+
+
+@dataclass
+class Runtime:
+    """How the math is executed on this device: precision, memory layout, compilation, sharding."""
+
+    device: torch.device
+    dist: Dist
+    bf16: bool
+    channels_last: bool
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def make_runtime(cfg: TrainConfig) -> Runtime:
+    dist = Dist.current()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cuda = device.type == "cuda"
+    # bf16 autocast and channels_last pay off on tensor cores; on the CPU everything stays fp32
+    return Runtime(device, dist, bf16=cuda and cfg.bf16, channels_last=cuda)
+
+
+def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: torch.Tensor, step: int, cfg: TrainConfig, rt: Runtime) -> torch.Tensor:
+    """One optimisation step on the global batch `idx`; returns [sum of per-sample losses, count] over all ranks.
+
+    The randomness of the whole global batch is drawn identically on every rank and each rank takes
+    its shard, so data-parallel training follows the single-process run (up to summation order).
+    """
+    B = len(idx)
+    t, noise, flip = step_randomness(B, sched.T, xs.shape[1:], cfg.seed, step, xs.device)
+    mine = slice(rt.dist.rank, None, rt.dist.world)
+    idx, t, noise, flip = idx[mine], t[mine], noise[mine], flip[mine]
+    x0 = xs[idx.to(xs.device)]
+    if cfg.hflip:
+        x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+    torch.manual_seed(derive_seed(cfg.seed, 4, step, rt.dist.rank))  # dropout
+    with rt.autocast():
+        loss_each = per_sample_loss(net, sched, x0, t, rt.layout(noise))
+    # sum over my shard / global batch, times world size: DDP averages gradients over ranks, so the
+    # applied gradient is that of the global-batch mean, exactly as in single-process training
+    loss = loss_each.sum() * (rt.dist.world / B)
+    stats = torch.stack([loss_each.detach().sum(), torch.tensor(float(len(idx)), device=loss.device)])
+    if rt.dist.world > 1:
+        import torch.distributed as d
+
+        d.all_reduce(stats)  # every rank sees the same global loss, so all stop together on NaN
+    if not torch.isfinite(stats[0]):
+        raise TrainingDiverged(f"loss is {float(stats[0] / stats[1])} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    opt.step()
+    ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
+    return stats
+
+
 def train(
     setup: TrainSetup,
     train_x: np.ndarray,
@@ -167,18 +252,23 @@ def train(
 ) -> TrainResult:
     """Train to setup.train_cfg.epochs, resuming from `state_path` when it matches this experiment.
 
-    log: callable(record: dict) per epoch (dvclive in the stage). stop_after_epochs: stop early
-    (used by tests to simulate an interruption at an epoch boundary).
+    log: callable(record: dict) per epoch (dvclive in the stage; called on rank 0 only).
+    stop_after_epochs: stop early (tests use it to simulate an interruption at an epoch boundary).
+    Under torchrun (torch.distributed initialised) each rank trains its shard of every batch with
+    DDP; rank 0 logs and writes checkpoints.
     """
     cfg, mcfg = setup.train_cfg, setup.model_cfg
-    device = resolve_device(cfg.device)
+    rt = make_runtime(cfg)
+    device, dist = rt.device, rt.dist
     sched = setup.sched_cfg.build()
     fp = setup.fingerprint(train_x)
 
-    torch.manual_seed(cfg.seed)  # weight init
+    torch.manual_seed(cfg.seed)  # weight init: identical on every rank
     model = UNet(mcfg).to(device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
 
     start_epoch, step, history = 0, 0, []
     if state_path.is_file():
@@ -188,80 +278,80 @@ def train(
             ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["optimizer"])
             start_epoch, step, history = state["epoch"], state["step"], state["history"]
-            print(f"resuming from {state_path}: epoch {start_epoch}/{cfg.epochs}, step {step}")
-        else:
+            if dist.main:
+                print(f"resuming from {state_path}: epoch {start_epoch}/{cfg.epochs}, step {step}")
+        elif dist.main:
             print(f"{state_path} belongs to a different experiment (params, data or code changed): starting afresh")
-    for rec in history:
-        if log:
+    if log and dist.main:
+        for rec in history:
             log(rec)
 
-    xs = to_model(train_x).to(device)
-    vx = to_model(val_x).to(device)
-    shape = xs.shape[1:]
-    vt, vnoise = fixed_validation_draws(len(vx), cfg.val_draws, sched.T, shape, cfg.seed)
+    net = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    xs = rt.layout(to_model(train_x).to(device))  # small datasets live entirely on the device
+    vx = rt.layout(to_model(val_x).to(device))
+    vt, vnoise = fixed_validation_draws(len(vx), cfg.val_draws, sched.T, xs.shape[1:], cfg.seed)
 
     def checkpoint(epoch):
-        save_atomic(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": fp,
-                "model_config": mcfg.to_dict(),
-                "schedule_config": asdict(setup.sched_cfg),
-                "train_config": asdict(cfg),
-                "epoch": epoch,
-                "step": step,
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(),
-                "history": history,
-            },
-            state_path,
-        )
+        if dist.main:
+            save_atomic(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "fingerprint": fp,
+                    "model_config": mcfg.to_dict(),
+                    "schedule_config": asdict(setup.sched_cfg),
+                    "train_config": asdict(cfg),
+                    "epoch": epoch,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "history": history,
+                },
+                state_path,
+            )
+        if dist.world > 1:
+            import torch.distributed as d
+
+            d.barrier()
 
     t_start = time.perf_counter()
-    n = len(xs)
     end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
-    bar = tqdm(range(start_epoch, end_epoch), initial=start_epoch, total=cfg.epochs, desc="train", unit="epoch")
+    bar = tqdm(range(start_epoch, end_epoch), initial=start_epoch, total=cfg.epochs, desc="train", unit="epoch", disable=not dist.main)
     model.train()
     for epoch in bar:
-        t0, total, seen = time.perf_counter(), 0.0, 0
-        for idx in epoch_order(n, cfg.seed, epoch).split(cfg.batch_size):
-            x0 = xs[idx.to(device)]
-            t, noise, flip = step_randomness(len(idx), sched.T, shape, cfg.seed, step, device)
-            if cfg.hflip:
-                x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-            torch.manual_seed(derive_seed(cfg.seed, 4, step))  # dropout
-            loss_each = per_sample_loss(model, sched, x0, t, noise)
-            loss = loss_each.mean()
-            if not torch.isfinite(loss):
+        t0 = time.perf_counter()
+        totals = torch.zeros(2, device=device)  # accumulated on the device: no per-step host sync
+        for idx in epoch_order(len(xs), cfg.seed, epoch).split(cfg.batch_size):
+            try:
+                totals += train_step(net, model, ema, opt, sched, xs, idx, step, cfg, rt)
+            except TrainingDiverged as e:
                 raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch}, step {step}; stopping. The last good checkpoint "
-                    f"({state_path}) is kept. Lower train.lr or set train.grad_clip."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            opt.step()
-            ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
-            total += float(loss_each.detach().sum())
-            seen += len(idx)
+                    f"{e} (epoch {epoch}, step {step}); stopping. The last good checkpoint ({state_path}) is kept. "
+                    "Lower train.lr or set train.grad_clip."
+                ) from None
             step += 1
+        total, seen = totals.tolist()
         rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg), "img_per_s": seen / (time.perf_counter() - t0)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
-            rec["val/loss"] = validation_loss(ema, sched, vx, vt, vnoise, 4 * cfg.batch_size)
-            rec["val/loss_raw"] = validation_loss(model, sched, vx, vt, vnoise, 4 * cfg.batch_size)
+            with rt.autocast():
+                rec["val/loss"] = validation_loss(ema, sched, vx, vt, vnoise, 4 * cfg.batch_size)
+                rec["val/loss_raw"] = validation_loss(model, sched, vx, vt, vnoise, 4 * cfg.batch_size)
         history.append(rec)
-        if log:
+        if log and dist.main:
             log(rec)
         bar.set_postfix(loss=f"{rec['train/loss']:.4f}", img_s=f"{rec['img_per_s']:.0f}")
         if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == end_epoch:
             checkpoint(epoch + 1)
     bar.close()
 
-    if end_epoch == cfg.epochs:
+    if end_epoch == cfg.epochs and dist.main:
         save_atomic(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -271,7 +361,7 @@ def train(
                 "train_config": asdict(cfg),
                 "epoch": cfg.epochs,
                 "step": step,
-                "ema": {k: v.cpu() for k, v in ema.state_dict().items()},
+                "ema": {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
                 "n_train": len(train_x),
                 "history": history,  # per-epoch losses: the residuals stage tests their spread
             },
