@@ -10,7 +10,8 @@ from ddpmlab.report import build
 INPUTS = (
     "prepare_stats", "contact_sheet", "raw_sizes", "schedule_metrics", "schedule_table", "schedule_plot", "forward",
     "train_metrics", "train_speed", "loss_plot", "residual_metrics", "loss_by_t", "qq", "hist", "spikes",
-    "sampling", "grid", "trajectory", "evaluate_metrics",
+    "sampling", "grid", "trajectory", "evaluate_metrics", "sweep_table", "sweep_plot", "memorization_metrics",
+    "nn_distances", "closest_pairs",
 )
 
 

@@ -34,7 +34,7 @@ def main(argv=None):
         sys.exit(f"sample: {e}")
     device = resolve_device(args.device)
     model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
-    spec = SamplerSpec(cfg.sampler, cfg.steps, cfg.eta, cfg.variance)
+    spec = SamplerSpec(cfg.sampler, cfg.steps, cfg.eta, cfg.variance, cfg.spacing)
     shape = (ckpt["model_config"]["in_channels"], ckpt["model_config"]["image_size"], ckpt["model_config"]["image_size"])
 
     n_steps = len(sampling_steps(spec, sched.T))

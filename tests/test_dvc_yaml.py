@@ -31,6 +31,6 @@ def test_stage_params_exist(name):
 
 def test_T_reruns_exactly_the_T_stages():
     uses_T = {n for n, s in PIPE.items() if any(k == "T" for k in s.get("params", []))}
-    assert uses_T == {"schedule", "train", "residuals", "sample", "report"}
-    # evaluate reruns through its dependency on the samples; download/prepare never see T
-    assert "samples/samples.npz" in PIPE["evaluate"]["deps"]
+    assert uses_T == {"schedule", "train", "residuals", "sample", "sweep", "report"}
+    # evaluate and memorization rerun through their dependency on the samples; download/prepare never see T
+    assert "samples/samples.npz" in PIPE["evaluate"]["deps"] and "samples/samples.npz" in PIPE["memorization"]["deps"]

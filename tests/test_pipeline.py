@@ -33,6 +33,7 @@ def tiny_params(folder: Path) -> dict:
     p["residuals"].update(t_bins=5, draws_per_bin=2)
     p["sample"].update(n_samples=6, batch_size=4, steps=5)
     p["evaluate"].update(kid_subsets=10, kid_subset_size=4)
+    p["sweep"].update(n_samples=4, steps=[2, 5], etas=[0.0])
     return p
 
 
@@ -60,7 +61,7 @@ def project(tmp_path_factory):
 def test_repro_then_experiment_with_other_T(project):
     d, env = project
     out = run(["dvc", "repro"], d, env)
-    for f in ("reports/report.md", "reports/evaluate/metrics.json", "reports/residuals/metrics.json", "reports/train/metrics.json", "models/model.pt"):
+    for f in ("reports/report.md", "reports/evaluate/metrics.json", "reports/sweep/metrics.json", "reports/memorization/metrics.json", "reports/residuals/metrics.json", "reports/train/metrics.json", "models/model.pt"):
         assert (d / f).is_file(), f"{f} missing after dvc repro:\n{out[-2000:]}"
     ev = json.loads((d / "reports/evaluate/metrics.json").read_text())
     assert ev["n_generated"] == 6 and ev["n_reference"] == 9 and ev["kid_subset_size"] == 4 and ev["fid"] > 0
@@ -77,7 +78,7 @@ def test_repro_then_experiment_with_other_T(project):
 
     out = run(["dvc", "exp", "run", "-S", "T=10", "-n", "t10"], d, env)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"schedule", "train", "residuals", "sample", "evaluate", "report"}, out
+    assert ran == {"schedule", "train", "residuals", "sample", "sweep", "evaluate", "memorization", "report"}, out
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], d, env))
     rows = shown if isinstance(shown, list) else []

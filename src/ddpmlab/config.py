@@ -19,6 +19,7 @@ from .schedule import SCHEDULES, Schedule, validate_T
 
 SAMPLERS = ("ddpm", "ddim")
 VARIANCES = ("small", "large")
+SPACINGS = ("linspace", "leading", "trailing")  # DDIM timestep spacing (see diffusion.ddim_timesteps)
 SOURCES = ("pypi", "url", "folder")
 SQUARE_MODES = ("pad", "crop")
 DEVICES = ("auto", "cpu", "cuda")
@@ -207,6 +208,7 @@ class SampleConfig:
     steps: int
     eta: float
     variance: str
+    spacing: str
     n_samples: int
     batch_size: int
     trajectory_frames: int
@@ -220,6 +222,7 @@ class SampleConfig:
             steps=_int(p, "sample.steps", lo=1, hi=T, what=f" (at most T = {T})"),
             eta=_float(p, "sample.eta", 0, None),
             variance=_choice(p, "sample.variance", VARIANCES),
+            spacing=_choice(p, "sample.spacing", SPACINGS),
             n_samples=_int(p, "sample.n_samples", lo=2),
             batch_size=_int(p, "sample.batch_size", lo=1),
             trajectory_frames=_int(p, "sample.trajectory_frames", lo=2),

@@ -45,6 +45,17 @@ def build(paths: dict, params: dict, out: Path) -> str:
     smp = read_json(paths["sampling"])
     terminal = pd.read_csv(paths["schedule_table"])
     by_t = pd.read_csv(paths["loss_by_t"])
+    sweep = pd.read_csv(paths["sweep_table"])
+    mem = read_json(paths["memorization_metrics"])
+    best = sweep.loc[sweep["kid"].idxmin()]
+    sweep_line = (f"lowest KID {best['kid']:.4f} ± {best['kid_std']:.4f} with {best['sampler'].upper()} {int(best['steps'])} steps"
+                  + (f", eta {best['eta']:g}" if best["sampler"] == "ddim" else "")
+                  + f" ({int(best['n_generated'])} samples per setting vs {int(best['n_reference'])} training images; FID at this N is biased, read KID)")
+    ratio_mem = mem["mem_sample_pixel_median"] / mem["mem_val_pixel_median"] if mem["mem_val_pixel_median"] else float("nan")
+    mem_line = (f"samples sit {ratio_mem:.2f}x as far from their nearest training image as held-out real images do (median RMS pixel distance "
+                f"{mem['mem_sample_pixel_median']:.3f} vs {mem['mem_val_pixel_median']:.3f}); "
+                f"{100 * mem['mem_near_copy_fraction_pixel']:.1f}% are pixel near-copies (< {mem['mem_pixel_threshold']:.3f}) and "
+                f"{100 * mem['mem_near_copy_fraction_feature']:.1f}% feature near-copies (cosine > {mem['mem_cosine_threshold']:g})")
 
     chi_line = (
         f"residuals are consistent with chi-squared(1): KS {res['chi2_ks']:.3f}, excess kurtosis {res['chi2_excess_kurtosis']:.2f}, dispersion {res['chi2_dispersion_ratio']:.2f}"
@@ -95,6 +106,7 @@ sampler {smp['sampler']} with {smp['steps']} steps.
     ("KID subsets x subset size", f"{ev['kid_subsets']} x {ev['kid_subset_size']}"),
     ("validation loss (EMA)", train.get('val', {}).get('loss')),
     ("chi-squared verdict", "pass" if res['chi2_verdict'] else "fail"),
+    ("near-copies (pixel / feature)", f"{100 * mem['mem_near_copy_fraction_pixel']:.1f}% / {100 * mem['mem_near_copy_fraction_feature']:.1f}%"),
     ("sqrt(alpha_bar_T)", sched['sqrt_alpha_bar_T']),
 ])}
 {warn_fid}
@@ -154,6 +166,26 @@ Validation loss by timestep bin:
 {img('qq', 'QQ plots')}
 {img('hist', 'histograms')}
 {img('spikes', 'loss spikes')}
+
+## Sampler sweep
+
+**Reading:** {sweep_line}.
+
+{sweep.to_markdown(index=False, floatfmt='.4g') if _has_tabulate() else sweep.to_string(index=False)}
+
+{img('sweep_plot', 'sampler sweep')}
+
+## Memorization
+
+**Reading:** {mem_line}.
+
+{_table([(k.removeprefix('mem_').replace('_', ' '), v) for k, v in mem.items()])}
+
+{img('nn_distances', 'nearest-neighbour distances')}
+
+Closest samples (top) and their nearest training images (bottom, possibly mirrored):
+
+{img('closest_pairs', 'closest pairs')}
 """
     out.write_text(md)
     return md

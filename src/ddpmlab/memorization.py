@@ -1,0 +1,116 @@
+"""Are samples copies of training images? Nearest neighbours against a held-out baseline.
+
+For each generated sample: its nearest training image by pixel L2 (RMS over pixels in [0, 1];
+horizontally flipped training images count too, since training flips) and by Inception-feature
+cosine similarity. The baseline is the same for each validation image: real images the model never
+saw, at the typical distance of a new image from the training set. A sample is a near-copy when
+it is much closer to a training image than that baseline: pixel distance below `pixel_ratio` x the
+median validation distance, or cosine similarity above `cosine_threshold`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+def pixel_nn(queries: np.ndarray, train: np.ndarray, flips: bool = True, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, H, W, 3] vs [M, H, W, 3] -> (RMS distance in [0, 1] units [N], index into train [N]).
+
+    With flips, index i >= M means training image i - M mirrored.
+    """
+    bank = np.concatenate([train, train[:, :, ::-1]]) if flips else train  # [N, H, W, 3]: W is axis 2
+    b = bank.reshape(len(bank), -1).astype(np.float32) / 255.0
+    b2 = (b * b).sum(1)
+    dists, idx = [], []
+    for i in range(0, len(queries), chunk):
+        q = queries[i : i + chunk].reshape(min(chunk, len(queries) - i), -1).astype(np.float32) / 255.0
+        d2 = np.maximum((q * q).sum(1)[:, None] + b2[None] - 2 * q @ b.T, 0)
+        j = d2.argmin(1)
+        dists.append(np.sqrt(d2[np.arange(len(q)), j] / q.shape[1]))
+        idx.append(j)
+    return np.concatenate(dists), np.concatenate(idx)
+
+
+def feature_nn(queries: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inception features [N, F] vs [M, F] -> (max cosine similarity [N], index [N])."""
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(1e-12)
+    t = train / np.linalg.norm(train, axis=1, keepdims=True).clip(1e-12)
+    sim = q @ t.T
+    j = sim.argmax(1)
+    return sim[np.arange(len(q)), j], j
+
+
+@dataclass
+class Memorization:
+    sample_pixel_median: float
+    val_pixel_median: float
+    pixel_threshold: float
+    near_copy_fraction_pixel: float
+    sample_cosine_median: float
+    val_cosine_median: float
+    cosine_threshold: float
+    near_copy_fraction_feature: float
+    n_samples: int
+    n_val: int
+    n_train: int
+
+    def reading(self) -> str:
+        ratio = self.sample_pixel_median / self.val_pixel_median if self.val_pixel_median else float("nan")
+        return (f"median nearest-training distance of samples is {ratio:.2f}x that of held-out images; "
+                f"{100 * self.near_copy_fraction_pixel:.1f}% pixel near-copies, {100 * self.near_copy_fraction_feature:.1f}% feature near-copies")
+
+    def metrics(self) -> dict:
+        return {f"mem_{k}": v for k, v in asdict(self).items()}
+
+
+def analyse(samples, train, val, f_samples, f_train, f_val, pixel_ratio: float, cosine_threshold: float):
+    """Returns (Memorization, details) where details holds the per-sample arrays for the figures."""
+    s_pix, s_idx = pixel_nn(samples, train)
+    v_pix, _ = pixel_nn(val, train)
+    s_cos, s_fidx = feature_nn(f_samples, f_train)
+    v_cos, _ = feature_nn(f_val, f_train)
+    thr = pixel_ratio * float(np.median(v_pix))
+    m = Memorization(
+        sample_pixel_median=float(np.median(s_pix)),
+        val_pixel_median=float(np.median(v_pix)),
+        pixel_threshold=thr,
+        near_copy_fraction_pixel=float(np.mean(s_pix < thr)),
+        sample_cosine_median=float(np.median(s_cos)),
+        val_cosine_median=float(np.median(v_cos)),
+        cosine_threshold=cosine_threshold,
+        near_copy_fraction_feature=float(np.mean(s_cos > cosine_threshold)),
+        n_samples=len(samples),
+        n_val=len(val),
+        n_train=len(train),
+    )
+    return m, {"s_pix": s_pix, "s_idx": s_idx, "v_pix": v_pix, "s_cos": s_cos, "v_cos": v_cos}
+
+
+def figures(samples, train, details, m: Memorization, out_dir, n_pairs: int = 8) -> None:
+    from . import plotting
+    from .images import grid
+
+    plt = plotting.plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    bins = np.linspace(0, max(details["s_pix"].max(), details["v_pix"].max()) * 1.05, 30)
+    axes[0].hist(details["v_pix"], bins=bins, density=True, alpha=0.5, label="validation -> train")
+    axes[0].hist(details["s_pix"], bins=bins, density=True, alpha=0.5, label="sample -> train")
+    axes[0].axvline(m.pixel_threshold, color="k", ls=":", label="near-copy threshold")
+    axes[0].set_xlabel("nearest-neighbour RMS pixel distance")
+    axes[0].legend(fontsize=8)
+    cb = np.linspace(min(details["s_cos"].min(), details["v_cos"].min()) - 0.01, 1, 30)
+    axes[1].hist(details["v_cos"], bins=cb, density=True, alpha=0.5, label="validation -> train")
+    axes[1].hist(details["s_cos"], bins=cb, density=True, alpha=0.5, label="sample -> train")
+    axes[1].axvline(m.cosine_threshold, color="k", ls=":", label="near-copy threshold")
+    axes[1].set_xlabel("nearest-neighbour Inception cosine similarity")
+    axes[1].legend(fontsize=8)
+    plotting.save(fig, out_dir / "nn_distances.png")
+
+    order = np.argsort(details["s_pix"])[:n_pairs]
+    bank = np.concatenate([train, train[:, :, ::-1]])
+    pairs = np.stack([np.stack([samples[i], bank[details["s_idx"][i]]]) for i in order])  # [n, 2, H, W, 3]
+    scale = max(1, 64 // samples.shape[1])
+    # top row: the samples closest to a training image; bottom row: that training image (maybe mirrored)
+    grid(pairs.transpose(1, 0, 2, 3, 4).reshape(-1, *samples.shape[1:]), ncol=len(order), scale=scale).save(out_dir / "closest_pairs.png")
