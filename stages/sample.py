@@ -14,7 +14,7 @@ from ddpmlab.diffusion import SamplerSpec, sample, sampling_steps
 from ddpmlab.errors import ParamError
 from ddpmlab.images import grid, to_uint8
 from ddpmlab.io import write_json
-from ddpmlab.device import resolve_device
+from ddpmlab.device import FastDenoiser, resolve_device
 from ddpmlab.train import build_model_from_checkpoint, load_checkpoint
 
 TRAJECTORY_IMAGES = 8
@@ -34,6 +34,7 @@ def main(argv=None):
         sys.exit(f"sample: {e}")
     device = resolve_device(args.device)
     model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
+    model = FastDenoiser(model, device, compile=cfg.compile)
     spec = SamplerSpec(cfg.sampler, cfg.steps, cfg.eta, cfg.variance, cfg.spacing)
     shape = (ckpt["model_config"]["in_channels"], ckpt["model_config"]["image_size"], ckpt["model_config"]["image_size"])
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ddpmlab import plotting
 from ddpmlab.config import _bool, _int, _int_list, get, load_params, validate_T
-from ddpmlab.device import resolve_device
+from ddpmlab.device import FastDenoiser, resolve_device
 from ddpmlab.diffusion import SamplerSpec, sample
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.fid import InceptionFeatures, fid_from_features, kid_from_features
@@ -55,6 +55,7 @@ def main(argv=None):
     except (ParamError, DataError) as e:
         sys.exit(f"sweep: {e}")
     model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
+    model = FastDenoiser(model, device)
     size = ckpt["model_config"]["image_size"]
     rows = []
     for spec in tqdm(specs, desc="sweep", unit="sampler"):

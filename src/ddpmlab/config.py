@@ -213,6 +213,7 @@ class SampleConfig:
     batch_size: int
     trajectory_frames: int
     seed: int
+    compile: bool = False
 
     @classmethod
     def from_params(cls, p: dict) -> "SampleConfig":
@@ -227,6 +228,7 @@ class SampleConfig:
             batch_size=_int(p, "sample.batch_size", lo=1),
             trajectory_frames=_int(p, "sample.trajectory_frames", lo=2),
             seed=_int(p, "seed"),
+            compile=_bool(p, "sample.compile"),
         )
 
 
