@@ -9,7 +9,7 @@ from ddpmlab.report import build
 
 INPUTS = (
     "prepare_stats", "contact_sheet", "raw_sizes", "schedule_metrics", "schedule_table", "schedule_plot", "forward",
-    "train_metrics", "train_speed", "loss_plot", "residual_metrics", "loss_by_t", "qq", "hist", "spikes",
+    "train_metrics", "train_speed", "loss_plot", "residual_metrics", "loss_by_t", "loss_by_t_plot", "qq", "hist", "spikes",
     "sampling", "grid", "trajectory", "evaluate_metrics", "sweep_table", "sweep_plot", "memorization_metrics",
     "nn_distances", "closest_pairs",
 )

@@ -69,7 +69,7 @@ def test_repro_then_experiment_with_other_T(project):
     for section in ("## Noise schedule", "## Residuals: the chi-squared check", "FID", "KID"):
         assert section in report
     for link in [l.split("](")[1].rstrip(")") for l in report.split("![")[1:]]:
-        assert (d / "reports" / link.split(")")[0]).is_file(), f"report links a missing image: {link}"
+        assert link.endswith(".png") and (d / "reports" / link).is_file(), f"report links a missing or non-image file: {link}"
 
     status = run(["dvc", "status"], d, env)
     assert "up to date" in status
@@ -103,3 +103,41 @@ def test_repro_then_experiment_with_other_T(project):
     assert "t10" in md and "fid" in md
     diff = run(["dvc", "metrics", "diff", "--md", "HEAD"], d, env)
     assert diff is not None
+
+
+def test_gate_trips_on_a_broken_change(project):
+    """A healthy run recorded as baseline; a deliberately broken change (lr 1e-7: the model cannot learn) fails the gate."""
+    d, env = project
+    quick = ["-S", "T=10", "-S", "train.epochs=30", "-S", "train.warmup_steps=0", "-S", "train.val_every=10"]
+    run(["dvc", "exp", "run", "-n", "healthy", *quick, "-S", "train.lr=0.002"], d, env)
+    run(["python", "-m", "ddpmlab.gate", "healthy", "--write-baseline", "--baseline", "base.json"], d, env)
+    ok = subprocess.run(["python", "-m", "ddpmlab.gate", "healthy", "--baseline", "base.json"], cwd=d, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and "gate: passed" in ok.stdout, ok.stdout + ok.stderr
+    run(["dvc", "exp", "run", "-n", "broken", *quick, "-S", "train.lr=0.0000001"], d, env)
+    bad = subprocess.run(["python", "-m", "ddpmlab.gate", "broken", "--baseline", "base.json"], cwd=d, env=env, capture_output=True, text=True)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "REGRESSION train:val.loss" in bad.stderr and "vs baseline" in bad.stderr and "tolerance 10%" in bad.stderr, bad.stderr
+
+    out = run(["python", "-m", "ddpmlab.compare", "healthy", "broken", "--out", "cmp"], d, env)
+    md = (d / "cmp/compare.md").read_text()
+    assert "train.lr" in md and "| train:val.loss |" in md and "%)" in md, md
+    for png in ("loss_curves.png", "sqrt_alpha_bar.png", "sample_grids.png"):
+        assert (d / "cmp" / png).is_file(), out
+
+
+def test_push_pull_round_trip(project, tmp_path):
+    """dvc push to a local remote; a fresh clone plus dvc pull reproduces the outputs without rerunning stages."""
+    d, env = project
+    remote = tmp_path / "remote"
+    run(["dvc", "exp", "apply", "t10"], d, env)
+    run(["dvc", "remote", "add", "-d", "-f", "tmp", str(remote)], d, env)
+    run(["git", "add", "-A"], d, env)
+    run(["git", "commit", "-qm", "t10 results"], d, env)
+    run(["dvc", "push"], d, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(d), str(clone)], tmp_path, env)
+    run(["dvc", "pull"], clone, env)
+    status = run(["dvc", "status"], clone, env)
+    assert "Data and pipelines are up to date" in status, status
+    for f in ("models/model.pt", "samples/samples.npz", "reports/report.md", "data/prepared/train.npz", "models/train_state.pt"):
+        assert (clone / f).read_bytes() == (d / f).read_bytes(), f

@@ -66,7 +66,8 @@ def build(paths: dict, params: dict, out: Path) -> str:
             for s, bad in (
                 (f"z^2 departs from chi-squared(1) (KS {res['chi2_ks']:.3f})", not res["chi2_ks_pass"]),
                 (f"{'heavier' if res['chi2_excess_kurtosis'] > 0 else 'lighter'} tails than Gaussian (excess kurtosis {res['chi2_excess_kurtosis']:.2f})", not res["chi2_kurtosis_pass"]),
-                (f"per-image sums over-/under-dispersed (var(S)/2D = {res['chi2_dispersion_ratio']:.2f})", not res["chi2_dispersion_pass"]),
+                (f"per-image sums are {'over' if res['chi2_dispersion_ratio'] > 1 else 'under'}-dispersed (var(S)/2D = {res['chi2_dispersion_ratio']:.2f}; "
+                 "independent elements give 1): the residual elements are correlated", not res["chi2_dispersion_pass"]),
             )
             if bad
         )
@@ -94,7 +95,7 @@ def build(paths: dict, params: dict, out: Path) -> str:
     md = f"""# DDPM experiment report
 
 T = {params['T']}, seed = {params['seed']}, schedule = {params['schedule']['name']}, {prep['image_size']}x{prep['image_size']} images,
-U-Net ch {m.get('ch')} x {m.get('ch_mult')}, {m.get('num_res_blocks')} res blocks, attention at {m.get('attn_resolutions')} ({speed['params'] / 1e6:.2f}M parameters),
+U-Net ch {m.get('ch')} x {m.get('ch_mult')}, {m.get('num_res_blocks')} residual block(s) per level, attention at {m.get('attn_resolutions')} ({speed['params'] / 1e6:.2f}M parameters),
 sampler {smp['sampler']} with {smp['steps']} steps.
 
 ## Headline
@@ -162,7 +163,7 @@ Validation loss by timestep bin:
 
 {by_t.to_markdown(index=False, floatfmt='.4g') if _has_tabulate() else by_t.to_string(index=False)}
 
-{img('loss_by_t', 'loss by t')}
+{img('loss_by_t_plot', 'loss by t')}
 {img('qq', 'QQ plots')}
 {img('hist', 'histograms')}
 {img('spikes', 'loss spikes')}

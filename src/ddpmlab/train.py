@@ -298,24 +298,14 @@ def train(
     vx = rt.layout(to_model(val_x).to(device))
     vt, vnoise = fixed_validation_draws(len(vx), cfg.val_draws, sched.T, xs.shape[1:], cfg.seed)
 
+    def header(epoch):
+        """What every checkpoint carries: enough to rebuild the model and to know which run it is."""
+        return {"format": CHECKPOINT_FORMAT, "fingerprint": fp, "model_config": mcfg.to_dict(), "schedule_config": asdict(setup.sched_cfg),
+                "train_config": asdict(cfg), "epoch": epoch, "step": step, "history": history}
+
     def checkpoint(epoch):
         if dist.main:
-            save_atomic(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "fingerprint": fp,
-                    "model_config": mcfg.to_dict(),
-                    "schedule_config": asdict(setup.sched_cfg),
-                    "train_config": asdict(cfg),
-                    "epoch": epoch,
-                    "step": step,
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "history": history,
-                },
-                state_path,
-            )
+            save_atomic({**header(epoch), "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict()}, state_path)
         if dist.world > 1:
             import torch.distributed as d
 
@@ -352,21 +342,9 @@ def train(
     bar.close()
 
     if end_epoch == cfg.epochs and dist.main:
-        save_atomic(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": fp,
-                "model_config": mcfg.to_dict(),
-                "schedule_config": asdict(setup.sched_cfg),
-                "train_config": asdict(cfg),
-                "epoch": cfg.epochs,
-                "step": step,
-                "ema": {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
-                "n_train": len(train_x),
-                "history": history,  # per-epoch losses: the residuals stage tests their spread
-            },
-            model_path,
-        )
+        # the final model: EMA weights only, plus the per-epoch losses the residuals stage tests
+        ema_cpu = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+        save_atomic({**header(cfg.epochs), "ema": ema_cpu, "n_train": len(train_x)}, model_path)
     return TrainResult(history, model_path, start_epoch, time.perf_counter() - t_start, count_params(model))
 
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The CI smoke experiment pair: the default params with small overrides, and the same with another T.
+# Prints `dvc exp show --md`, writes reports/compare/compare.md, and runs the regression gate.
+# Usage: bash ci/smoke.sh            (expects scripts/env.sh to have put .venv on PATH)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# small: 32 images at 16x16, a tiny U-Net, 8 epochs; the real download, prepare and Inception path
+SMOKE=(-S 'data.pypi.id_range=[1,32]' -S prepare.image_size=16 -S model.ch=16 -S 'model.ch_mult=[1,2]'
+       -S 'model.attn_resolutions=[8]' -S train.epochs=8 -S train.val_every=2 -S train.checkpoint_every=4
+       -S train.warmup_steps=10 -S 'schedule.compare_T=[100,200]' -S 'schedule.forward_t=[0,50,199]'
+       -S residuals.t_bins=5 -S residuals.draws_per_bin=8 -S sample.n_samples=16 -S sample.steps=20
+       -S sweep.n_samples=8 -S 'sweep.steps=[5,20]' -S 'sweep.etas=[0.0]' -S evaluate.kid_subset_size=8 -S evaluate.kid_subsets=20)
+
+dvc exp remove smoke-base smoke-T100 >/dev/null 2>&1 || true
+dvc exp run -n smoke-base "${SMOKE[@]}" -S T=200
+dvc exp run -n smoke-T100 "${SMOKE[@]}" -S T=100
+echo "== dvc exp show =="
+dvc exp show --md --no-pager --drop 'data|inception|model\..*|gate.*|memorization.*|sweep.*' || dvc exp show --md --no-pager
+echo "== comparison =="
+python -m ddpmlab.compare smoke-base smoke-T100 --out reports/compare
+echo "== regression gate =="
+python -m ddpmlab.gate smoke-base

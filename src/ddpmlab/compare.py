@@ -1,0 +1,208 @@
+"""Compare experiments from what DVC records: params that differ, metrics with deltas, curves, sample grids.
+
+    python -m ddpmlab.compare                 # the baseline commit, the workspace and all experiments of HEAD
+    python -m ddpmlab.compare t500 t1000      # chosen experiments (names or revisions), the first is the baseline
+    python -m ddpmlab.compare --out reports/compare
+
+Reads `dvc exp show --json` for params and metrics and `dvc.api` for the files of each revision
+(loss tables, sample grids), never private paths of a run. Writes compare.md with PNGs beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+LOSS_TSV = {"train": "reports/train/plots/metrics/train/loss.tsv", "val": "reports/train/plots/metrics/val/loss.tsv"}
+GRID = "reports/sample/grid.png"
+
+
+@dataclass
+class Exp:
+    name: str
+    rev: str | None  # None: the workspace
+    params: dict = field(default_factory=dict)  # flat "a.b" -> value
+    metrics: dict = field(default_factory=dict)  # flat "file:key" -> value
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _entry(e: dict, name: str) -> Exp:
+    data = e.get("data") or {}
+    params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+    metrics = {}
+    for path, m in (data.get("metrics") or {}).items():
+        for k, v in flatten(m.get("data") or {}).items():
+            metrics[f"{Path(path).parent.name}:{k}"] = v
+    rev = None if e.get("rev") == "workspace" else e.get("rev")
+    return Exp(name, rev, params, metrics)
+
+
+def parse_exp_show(rows: list) -> list[Exp]:
+    """`dvc exp show --json` (DVC 3) -> workspace, baseline commit(s), their experiments, in that order."""
+    out = []
+    for e in rows:
+        if e.get("error"):
+            continue
+        base = "workspace" if e.get("rev") == "workspace" else (e.get("name") or e.get("rev", "")[:7])
+        out.append(_entry(e, base))
+        for group in e.get("experiments") or []:
+            for r in group.get("revs") or []:
+                out.append(_entry(r, r.get("name") or r.get("rev", "")[:7]))
+    return out
+
+
+def exp_show() -> list[Exp]:
+    r = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"compare: `dvc exp show --json` failed: {r.stderr.strip()[-1000:]}")
+    return parse_exp_show(json.loads(r.stdout))
+
+
+def select(exps: list[Exp], names: list[str]) -> list[Exp]:
+    if not names:
+        # workspace first only when it differs from the baseline commit; then the baseline and its experiments
+        base = [e for e in exps if e.name != "workspace"]
+        ws = [e for e in exps if e.name == "workspace"]
+        if ws and base and ws[0].params == base[0].params and ws[0].metrics == base[0].metrics:
+            ws = []
+        return base[:1] + ws + base[1:]
+    chosen = []
+    for n in names:
+        match = [e for e in exps if e.name == n or (e.rev and e.rev.startswith(n))]
+        if not match:
+            sys.exit(f"compare: no experiment named {n!r}; known: {', '.join(e.name for e in exps)}")
+        chosen.append(match[0])
+    return chosen
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def tables(exps: list[Exp]) -> str:
+    base = exps[0]
+    keys = sorted({k for e in exps for k in e.params})
+    differ = [k for k in keys if len({json.dumps(e.params.get(k), sort_keys=True) for e in exps}) > 1]
+    lines = ["### Parameters that differ", ""]
+    if differ:
+        lines += ["| param | " + " | ".join(e.name for e in exps) + " |", "|---|" + "---|" * len(exps)]
+        lines += [f"| {k} | " + " | ".join(_fmt(e.params.get(k)) for e in exps) + " |" for k in differ]
+    else:
+        lines.append("(none: all compared runs share their parameters)")
+    mkeys = sorted({k for e in exps for k in e.metrics if isinstance(e.metrics[k], (int, float)) and not isinstance(e.metrics[k], bool)})
+    lines += ["", f"### Metrics (delta against {base.name})", "", "| metric | " + " | ".join(e.name for e in exps) + " |", "|---|" + "---|" * len(exps)]
+    for k in mkeys:
+        cells = []
+        b = base.metrics.get(k)
+        for e in exps:
+            v = e.metrics.get(k)
+            if e is base or not isinstance(v, (int, float)) or not isinstance(b, (int, float)):
+                cells.append(_fmt(v))
+            else:
+                d = v - b
+                pct = f", {100 * d / abs(b):+.1f}%" if b not in (0, None) and math.isfinite(b) else ""
+                cells.append(f"{_fmt(v)} ({d:+.4g}{pct})")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _read(path: str, rev: str | None, mode: str = "r"):
+    import dvc.api
+
+    try:
+        return dvc.api.read(path, rev=rev, mode=mode)
+    except Exception:  # noqa: BLE001 - a run without this file (failed, or not pulled) is shown as missing
+        return None
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> str:
+    from . import plotting
+
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    plotting.save(fig, path)
+    return path.name
+
+
+def figures(exps: list[Exp], out: Path) -> list[str]:
+    from . import plotting
+    from .schedule import Schedule, make_betas
+
+    plt = plotting.plt
+    made = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, e in enumerate(exps):
+        for split, style in (("train", "-"), ("val", "o--")):
+            text = _read(LOSS_TSV[split], e.rev)
+            if text:
+                rows = np.array([line.split("\t") for line in text.strip().splitlines()[1:]], dtype=float)
+                ax.plot(rows[:, 0] + 1, rows[:, -1], style, color=f"C{i}", ms=3, lw=1, label=f"{e.name} {split}")
+    made.append(_finish(fig, ax, "epoch", "loss", out / "loss_curves.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, e in enumerate(exps):
+        p = e.params
+        try:
+            s = Schedule(make_betas(p.get("schedule.name", "linear"), int(p["T"]), p.get("schedule.beta_start", 1e-4), p.get("schedule.beta_end", 0.02)))
+        except Exception:  # noqa: BLE001 - a run with invalid params has no schedule to draw
+            continue
+        ax.plot(np.arange(1, s.T + 1), s.sqrt_alpha_bar, color=f"C{i}", label=f"{e.name}: {p.get('schedule.name')} T={s.T}")
+    made.append(_finish(fig, ax, "t", "sqrt(alpha_bar_t)", out / "sqrt_alpha_bar.png"))
+
+    from PIL import Image
+
+    grids = [(e.name, _read(GRID, e.rev, "rb")) for e in exps]
+    grids = [(n, Image.open(io.BytesIO(b)).convert("RGB")) for n, b in grids if b]
+    if grids:
+        fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
+        for ax, (n, im) in zip(axes[0], grids):
+            ax.imshow(im)
+            ax.set_title(n, fontsize=9)
+            ax.axis("off")
+        plotting.save(fig, out / "sample_grids.png")
+        made.append("sample_grids.png")
+    return made
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("exps", nargs="*", help="experiment names or revisions; the first is the baseline (default: see above)")
+    ap.add_argument("--out", type=Path, default=Path("reports/compare"), help="output folder (default: reports/compare)")
+    args = ap.parse_args(argv)
+    exps = select(exp_show(), args.exps)
+    if not exps:
+        sys.exit("compare: nothing to compare (no commit or experiment found)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    made = figures(exps, args.out)
+    md = "\n".join([f"## Experiment comparison: {', '.join(e.name for e in exps)}", "", tables(exps), ""] + [f"![{m}]({m})" for m in made]) + "\n"
+    (args.out / "compare.md").write_text(md)
+    print(md)
+    return args.out / "compare.md"
+
+
+if __name__ == "__main__":
+    main()
