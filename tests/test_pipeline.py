@@ -68,7 +68,7 @@ def test_repro_then_experiment_with_other_T(project):
     report = (d / "reports/report.md").read_text()
     for section in ("## Noise schedule", "## Residuals: the chi-squared check", "FID", "KID"):
         assert section in report
-    for link in [l.split("](")[1].rstrip(")") for l in report.split("![")[1:]]:
+    for link in [part.split("](")[1].split(")")[0] for part in report.split("![")[1:]]:
         assert link.endswith(".png") and (d / "reports" / link).is_file(), f"report links a missing or non-image file: {link}"
 
     status = run(["dvc", "status"], d, env)
