@@ -16,7 +16,7 @@ dvc exp remove smoke-base smoke-T100 >/dev/null 2>&1 || true
 dvc exp run -n smoke-base "${SMOKE[@]}" -S T=200
 dvc exp run -n smoke-T100 "${SMOKE[@]}" -S T=100
 echo "== dvc exp show =="
-dvc exp show --md --no-pager --drop 'data|inception|model\..*|gate.*|memorization.*|sweep.*' || dvc exp show --md --no-pager
+dvc exp show --md --no-pager --only-changed
 echo "== comparison =="
 python -m ddpmlab.compare smoke-base smoke-T100 --out reports/compare
 echo "== regression gate =="

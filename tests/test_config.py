@@ -67,3 +67,12 @@ def test_val_fraction_outside_open_interval(params, vf, image_folder):
 def test_unknown_square_mode(params, image_folder):
     with pytest.raises(ParamError, match=r"prepare.square = 'stretch'.*pad, crop"):
         prepare_from_params(with_(params, "prepare.square", "stretch"), image_folder)
+
+
+def test_scientific_notation_without_dot_is_a_float(tmp_path):
+    """`dvc exp run -S train.lr=0.0000001` writes `lr: 1e-07`, which plain PyYAML would read as a string."""
+    from ddpmlab.config import load_params
+
+    (tmp_path / "p.yaml").write_text("train:\n  lr: 1e-07\n  other: 2E+3\n  name: e5\n  ver: '1e-3'\n")
+    p = load_params(tmp_path / "p.yaml")["train"]
+    assert p["lr"] == 1e-07 and p["other"] == 2000.0 and p["name"] == "e5" and p["ver"] == "1e-3"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,12 +26,22 @@ SQUARE_MODES = ("pad", "crop")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML 1.1 (PyYAML) reads `1e-07` as a string, yet `dvc exp run -S train.lr=0.0000001` writes small
+    floats exactly that way (DVC itself reads YAML 1.2). Resolve them as floats, as DVC does."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the stage from the repository root")
     with path.open() as f:
-        params = yaml.safe_load(f) or {}
+        params = yaml.load(f, Loader=_ParamsLoader) or {}
     if not isinstance(params, dict):
         raise ParamError("<top level>", type(params).__name__, "a mapping of sections")
     return params
