@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# small: 32 images at 16x16, a tiny U-Net, 8 epochs; the real download, prepare and Inception path
-SMOKE=(-S 'data.pypi.id_range=[1,32]' -S prepare.image_size=16 -S model.ch=16 -S 'model.ch_mult=[1,2]'
-       -S 'model.attn_resolutions=[8]' -S train.epochs=8 -S train.val_every=2 -S train.checkpoint_every=4
+# small: 48 images at 16x16, a tiny U-Net, 40 epochs (120 steps: enough to learn, so a regression shows);
+# the real download, prepare and Inception path
+SMOKE=(-S 'data.pypi.id_range=[1,48]' -S prepare.image_size=16 -S model.ch=16 -S 'model.ch_mult=[1,2]'
+       -S 'model.attn_resolutions=[8]' -S train.epochs=40 -S train.lr=0.001 -S train.val_every=10 -S train.checkpoint_every=20
        -S train.warmup_steps=10 -S 'schedule.compare_T=[100,200]' -S 'schedule.forward_t=[0,50,199]'
        -S residuals.t_bins=5 -S residuals.draws_per_bin=8 -S sample.n_samples=16 -S sample.steps=20
        -S sweep.n_samples=8 -S 'sweep.steps=[5,20]' -S 'sweep.etas=[0.0]' -S evaluate.kid_subset_size=8 -S evaluate.kid_subsets=20)
