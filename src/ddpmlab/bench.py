@@ -222,7 +222,9 @@ def main(argv=None) -> dict:
         for bf16 in (False, True):
             if bf16 and not cuda:
                 continue
-            _, dstep = diffusers_step(cfg, batch, device, bf16)
+            dmodel, dstep = diffusers_step(cfg, batch, device, bf16)
+            if not bf16:
+                print(f"(c) diffusers UNet2DModel with the same widths and blocks: {count_params(dmodel) / 1e6:.1f}M params")
             add(f"(c) diffusers UNet2DModel {'bf16' if bf16 else 'fp32'} step", timeit(dstep, steps, warmup, device), batch, train_flops)
     except ImportError:
         print("(c) diffusers not importable: skipped (pip install diffusers to compare)")
