@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, TrainConfig
 from .schedule import Schedule, linear_betas, q_sample
-from .train import Dist, Runtime, train_step
+from .train import make_runtime, train_step
 from .unet import UNet, count_params
 
 PRESETS = {
@@ -78,8 +78,8 @@ def flops_per_image(model, cfg: ModelConfig, device, train: bool) -> float:
 def project_step(cfg: ModelConfig, batch: int, device, compile_: bool):
     tc = TrainConfig(device=device.type, epochs=1, batch_size=batch, lr=2e-4, weight_decay=0.0, warmup_steps=0, grad_clip=1.0,
                      ema_decay=0.9999, hflip=True, val_every=1, val_draws=1, checkpoint_every=1, seed=0, bf16=True, compile=compile_)
-    cuda = device.type == "cuda"
-    rt = Runtime(device, Dist(), bf16=cuda, channels_last=cuda)
+    rt = make_runtime(tc)
+    cuda = rt.device.type == "cuda"
     model = UNet(cfg).to(device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -11,9 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import SPACINGS
 from .schedule import Schedule, extract, predict_x0_from_eps, q_posterior_mean, q_sample
-
-DDIM_SPACINGS = ("linspace", "leading", "trailing")
 
 
 def derive_seed(*parts: int) -> int:
@@ -52,7 +51,7 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "linspace") -> np.ndarray:
     elif spacing == "trailing":  # Lin et al. 2024: always includes T - 1
         ts = np.round(np.arange(T, 0, -T / steps)).astype(np.int64)[::-1] - 1
     else:
-        raise ValueError(f"unknown DDIM spacing {spacing!r}; allowed: {', '.join(DDIM_SPACINGS)}")
+        raise ValueError(f"unknown DDIM spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     return np.unique(ts)[::-1].copy()
 
 

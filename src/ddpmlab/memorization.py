@@ -58,8 +58,10 @@ class Memorization:
 
     def reading(self) -> str:
         ratio = self.sample_pixel_median / self.val_pixel_median if self.val_pixel_median else float("nan")
-        return (f"median nearest-training distance of samples is {ratio:.2f}x that of held-out images; "
-                f"{100 * self.near_copy_fraction_pixel:.1f}% pixel near-copies, {100 * self.near_copy_fraction_feature:.1f}% feature near-copies")
+        return (f"samples sit {ratio:.2f}x as far from their nearest training image as held-out real images do (median RMS pixel "
+                f"distance {self.sample_pixel_median:.3f} vs {self.val_pixel_median:.3f}); {100 * self.near_copy_fraction_pixel:.1f}% are "
+                f"pixel near-copies (< {self.pixel_threshold:.3f}) and {100 * self.near_copy_fraction_feature:.1f}% feature near-copies "
+                f"(cosine > {self.cosine_threshold:g})")
 
     def metrics(self) -> dict:
         return {f"mem_{k}": v for k, v in asdict(self).items()}

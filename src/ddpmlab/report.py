@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import residuals as R
 from .io import read_json
+from .memorization import Memorization
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -51,34 +53,9 @@ def build(paths: dict, params: dict, out: Path) -> str:
     sweep_line = (f"lowest KID {best['kid']:.4f} ± {best['kid_std']:.4f} with {best['sampler'].upper()} {int(best['steps'])} steps"
                   + (f", eta {best['eta']:g}" if best["sampler"] == "ddim" else "")
                   + f" ({int(best['n_generated'])} samples per setting vs {int(best['n_reference'])} training images; FID at this N is biased, read KID)")
-    ratio_mem = mem["mem_sample_pixel_median"] / mem["mem_val_pixel_median"] if mem["mem_val_pixel_median"] else float("nan")
-    mem_line = (f"samples sit {ratio_mem:.2f}x as far from their nearest training image as held-out real images do (median RMS pixel distance "
-                f"{mem['mem_sample_pixel_median']:.3f} vs {mem['mem_val_pixel_median']:.3f}); "
-                f"{100 * mem['mem_near_copy_fraction_pixel']:.1f}% are pixel near-copies (< {mem['mem_pixel_threshold']:.3f}) and "
-                f"{100 * mem['mem_near_copy_fraction_feature']:.1f}% feature near-copies (cosine > {mem['mem_cosine_threshold']:g})")
-
-    chi_line = (
-        f"residuals are consistent with chi-squared(1): KS {res['chi2_ks']:.3f}, excess kurtosis {res['chi2_excess_kurtosis']:.2f}, dispersion {res['chi2_dispersion_ratio']:.2f}"
-        if res["chi2_verdict"]
-        else "residuals are **not** consistent with independent Gaussian noise: "
-        + "; ".join(
-            s
-            for s, bad in (
-                (f"z^2 departs from chi-squared(1) (KS {res['chi2_ks']:.3f})", not res["chi2_ks_pass"]),
-                (f"{'heavier' if res['chi2_excess_kurtosis'] > 0 else 'lighter'} tails than Gaussian (excess kurtosis {res['chi2_excess_kurtosis']:.2f})", not res["chi2_kurtosis_pass"]),
-                (f"per-image sums are {'over' if res['chi2_dispersion_ratio'] > 1 else 'under'}-dispersed (var(S)/2D = {res['chi2_dispersion_ratio']:.2f}; "
-                 "independent elements give 1): the residual elements are correlated", not res["chi2_dispersion_pass"]),
-            )
-            if bad
-        )
-    )
-    ratio = res.get("spike_ratio")
-    spike_line = (
-        "too few epochs to measure the epoch-to-epoch spread"
-        if ratio is None
-        else (f"the epoch-to-epoch spread of the train loss is {ratio:.2f}x what chi-squared sampling noise predicts: "
-              + ("the spikes are just that noise." if res["spike_spikes_are_noise"] else "more than sampling noise moves the loss."))
-    )
+    chi_line = R.from_metrics(R.ChiSquaredResult, res, "chi2_").reading()
+    spike_line = R.from_metrics(R.SpikeResult, res, "spike_").reading()
+    mem_line = R.from_metrics(Memorization, mem, "mem_").reading()
     warn_T = (
         f"\n> **Warning:** sqrt(alpha_bar_T) = {sched['sqrt_alpha_bar_T']:.3g} is above the threshold "
         f"{params['schedule']['max_sqrt_alpha_bar_T']}: x_T is not close to N(0, I).\n"
@@ -128,7 +105,7 @@ squared by `{prep['square']}`, resized to {prep['image_size']} px.
 
 {schedule_reading(sched)}
 {warn_T}
-{terminal.to_markdown(index=False, floatfmt='.4g') if _has_tabulate() else terminal.to_string(index=False)}
+{terminal.to_markdown(index=False, floatfmt='.4g')}
 
 {img('schedule_plot', 'sqrt alpha bar')}
 
@@ -147,7 +124,7 @@ Forward process on one training image at t = {sched['forward_t']}:
 
 **Reading:** {chi_line}.
 
-**Loss spikes:** {spike_line}
+**Loss spikes:** {spike_line}.
 
 {_table([
     ("KS distance of z^2 from chi-squared(1)", res['chi2_ks']),
@@ -161,7 +138,7 @@ Forward process on one training image at t = {sched['forward_t']}:
 
 Validation loss by timestep bin:
 
-{by_t.to_markdown(index=False, floatfmt='.4g') if _has_tabulate() else by_t.to_string(index=False)}
+{by_t.to_markdown(index=False, floatfmt='.4g')}
 
 {img('loss_by_t_plot', 'loss by t')}
 {img('qq', 'QQ plots')}
@@ -172,7 +149,7 @@ Validation loss by timestep bin:
 
 **Reading:** {sweep_line}.
 
-{sweep.to_markdown(index=False, floatfmt='.4g') if _has_tabulate() else sweep.to_string(index=False)}
+{sweep.to_markdown(index=False, floatfmt='.4g')}
 
 {img('sweep_plot', 'sampler sweep')}
 
@@ -196,10 +173,3 @@ def schedule_reading(s: dict) -> str:
     return (f"{s['schedule']} schedule, T = {s['T']}: alpha_bar_T = {s['alpha_bar_T']:.3g}, sqrt(alpha_bar_T) = {s['sqrt_alpha_bar_T']:.3g}, "
             f"terminal SNR = {s['terminal_snr']:.3g}.")
 
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True

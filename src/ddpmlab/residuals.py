@@ -17,7 +17,7 @@ RMS of its t-bin, z = r / sigma_b:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -27,7 +27,12 @@ from .config import ResidualsConfig
 from .diffusion import derive_seed
 from .schedule import Schedule, q_sample
 
-KS_MAX_ELEMENTS = 200_000  # KS on a fixed random subsample: the statistic is stable, the cost bounded
+KS_MAX_ELEMENTS = 200_000
+
+
+def from_metrics(cls, metrics: dict, prefix: str):
+    """Rebuild a result dataclass from the flat metrics written by `metrics()` (null, i.e. NaN in JSON, back to NaN)."""
+    return cls(**{f.name: (float("nan") if metrics[prefix + f.name] is None else metrics[prefix + f.name]) for f in fields(cls)})  # KS on a fixed random subsample: the statistic is stable, the cost bounded
 
 
 def bin_edges(T: int, n_bins: int) -> np.ndarray:
@@ -84,7 +89,8 @@ class ChiSquaredResult:
         if not self.kurtosis_pass:
             why.append(f"{'heavier' if self.excess_kurtosis > 0 else 'lighter'} tails than Gaussian (excess kurtosis {self.excess_kurtosis:.2f})")
         if not self.dispersion_pass:
-            why.append(f"per-image sums are {'over' if self.dispersion_ratio > 1 else 'under'}-dispersed (var(S)/2D = {self.dispersion_ratio:.2f}: residual elements are not independent)")
+            why.append(f"per-image sums are {'over' if self.dispersion_ratio > 1 else 'under'}-dispersed (var(S)/2D = {self.dispersion_ratio:.2f}; "
+                       "independent elements give 1): residual elements are not independent")
         return "not consistent with chi-squared: " + "; ".join(why)
 
 
