@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ddpmlab.config import load_params
-from ddpmlab.download import run_download
+from ddpmlab.data.download import run_download
 from ddpmlab.errors import DataError, ParamError
 
 

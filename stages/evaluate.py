@@ -8,7 +8,7 @@ import numpy as np
 
 from ddpmlab.config import _int, load_params
 from ddpmlab.errors import DataError, ParamError
-from ddpmlab.fid import InceptionFeatures, fid_from_features, kid_from_features
+from ddpmlab.evaluation.fid import InceptionFeatures, fid_from_features, kid_from_features
 from ddpmlab.io import write_json
 from ddpmlab.device import resolve_device
 

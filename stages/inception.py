@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ddpmlab.config import load_params
 from ddpmlab.errors import DataError, ParamError
-from ddpmlab.fid import fetch_inception
+from ddpmlab.evaluation.fid import fetch_inception
 
 
 def main(argv=None):

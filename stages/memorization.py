@@ -9,8 +9,8 @@ import numpy as np
 from ddpmlab.config import _float, load_params
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
-from ddpmlab.memorization import analyse, figures
-from ddpmlab.prepare import load_split
+from ddpmlab.evaluation.memorization import analyse, figures
+from ddpmlab.data.prepare import load_split
 
 
 def _npz(path, key):

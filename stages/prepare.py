@@ -7,7 +7,7 @@ from pathlib import Path
 from ddpmlab.config import load_params
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
-from ddpmlab.prepare import prepare_from_params, save_prepared, write_reports
+from ddpmlab.data.prepare import prepare_from_params, save_prepared, write_reports
 
 
 def main(argv=None):

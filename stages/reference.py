@@ -9,8 +9,8 @@ import numpy as np
 from ddpmlab.config import _int, load_params
 from ddpmlab.device import resolve_device
 from ddpmlab.errors import DataError, ParamError
-from ddpmlab.fid import InceptionFeatures
-from ddpmlab.prepare import load_split
+from ddpmlab.evaluation.fid import InceptionFeatures
+from ddpmlab.data.prepare import load_split
 
 
 def main(argv=None):

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ddpmlab.config import load_params
-from ddpmlab.report import build
+from ddpmlab.reporting.report import build
 
 INPUTS = (
     "prepare_stats", "contact_sheet", "raw_sizes", "schedule_metrics", "schedule_table", "schedule_plot", "forward",

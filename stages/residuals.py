@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddpmlab import residuals as R
+from ddpmlab.residuals import check as R
 from ddpmlab.config import ResidualsConfig, load_params
 from ddpmlab.errors import DataError, ParamError
-from ddpmlab.images import to_model
+from ddpmlab.data.images import to_model
 from ddpmlab.io import write_json
-from ddpmlab.prepare import load_split
-from ddpmlab.residual_plots import plot_all
+from ddpmlab.data.prepare import load_split
+from ddpmlab.residuals.plots import plot_all
 from ddpmlab.device import resolve_device
-from ddpmlab.train import build_model_from_checkpoint, load_checkpoint
+from ddpmlab.training.loop import build_model_from_checkpoint, load_checkpoint
 
 
 def main(argv=None):

@@ -10,12 +10,12 @@ import torch
 from tqdm import tqdm
 
 from ddpmlab.config import SampleConfig, load_params
-from ddpmlab.diffusion import SamplerSpec, sample, sampling_steps
+from ddpmlab.diffusion.sampling import SamplerSpec, sample, sampling_steps
 from ddpmlab.errors import ParamError
-from ddpmlab.images import grid, to_uint8
+from ddpmlab.data.images import grid, to_uint8
 from ddpmlab.io import write_json
 from ddpmlab.device import FastDenoiser, resolve_device
-from ddpmlab.train import build_model_from_checkpoint, load_checkpoint
+from ddpmlab.training.loop import build_model_from_checkpoint, load_checkpoint
 
 TRAJECTORY_IMAGES = 8
 

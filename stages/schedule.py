@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ddpmlab import schedule_analysis as sa
+from ddpmlab.diffusion import analysis as sa
 from ddpmlab.config import ScheduleConfig, _float, _int, _int_list, get, load_params
 from ddpmlab.errors import ParamError
 from ddpmlab.io import write_json
-from ddpmlab.prepare import load_split
-from ddpmlab.schedule import SCHEDULES
+from ddpmlab.data.prepare import load_split
+from ddpmlab.diffusion.schedule import SCHEDULES
 
 
 def main(argv=None):

@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ddpmlab import plotting
+from ddpmlab.reporting import plotting
 from ddpmlab.config import _bool, _int, _int_list, get, load_params, validate_T
 from ddpmlab.device import FastDenoiser, resolve_device
-from ddpmlab.diffusion import SamplerSpec, sample
+from ddpmlab.diffusion.sampling import SamplerSpec, sample
 from ddpmlab.errors import DataError, ParamError
-from ddpmlab.fid import InceptionFeatures, fid_from_features, kid_from_features
-from ddpmlab.images import to_uint8
+from ddpmlab.evaluation.fid import InceptionFeatures, fid_from_features, kid_from_features
+from ddpmlab.data.images import to_uint8
 from ddpmlab.io import write_json
-from ddpmlab.train import build_model_from_checkpoint, load_checkpoint
+from ddpmlab.training.loop import build_model_from_checkpoint, load_checkpoint
 
 
 def configs(p: dict) -> list[SamplerSpec]:

@@ -15,9 +15,9 @@ from ddpmlab.config import ModelConfig, ScheduleConfig, TrainConfig, load_params
 from ddpmlab.device import resolve_device
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
-from ddpmlab.plotting import loss_curves
-from ddpmlab.prepare import load_split
-from ddpmlab.train import TrainingDiverged, TrainSetup, final_metrics, train
+from ddpmlab.reporting.plotting import loss_curves
+from ddpmlab.data.prepare import load_split
+from ddpmlab.training.loop import TrainingDiverged, TrainSetup, final_metrics, train
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ import pytest
 
 from ddpmlab.config import ModelConfig, ResidualsConfig, SampleConfig, ScheduleConfig, TrainConfig
 from ddpmlab.errors import ParamError
-from ddpmlab.prepare import prepare_from_params
+from ddpmlab.data.prepare import prepare_from_params
 
 
 def with_(params, dotted, value):

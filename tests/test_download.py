@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from ddpmlab import download as dl
+from ddpmlab.data import download as dl
 from ddpmlab.errors import DataError, ParamError
 
 

@@ -19,7 +19,7 @@ def test_stage_deps_are_its_imports(name):
     script = ROOT / "stages" / f"{name}.py"
     assert f"stages/{name}.py" in stage["cmd"] and f"stages/{name}.py" in stage["deps"]
     listed = {d for d in stage["deps"] if d.startswith("src/")}
-    needed = {p.relative_to(ROOT).as_posix() for p in module_closure(script, ROOT / "src" / "ddpmlab")}
+    needed = {p.relative_to(ROOT).as_posix() for p in module_closure(script, ROOT / "src")}
     assert listed == needed, f"missing: {sorted(needed - listed)}, not imported: {sorted(listed - needed)}"
 
 

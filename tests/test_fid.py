@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from ddpmlab.download import fetch_pypi
+from ddpmlab.data.download import fetch_pypi
 from ddpmlab.errors import DataError
-from ddpmlab.fid import InceptionFeatures, fetch_inception, fid_from_features, kid_from_features
+from ddpmlab.evaluation.fid import InceptionFeatures, fetch_inception, fid_from_features, kid_from_features
 
 from .conftest import ROOT
 

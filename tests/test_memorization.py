@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ddpmlab.memorization import analyse, feature_nn, pixel_nn
+from ddpmlab.evaluation.memorization import analyse, feature_nn, pixel_nn
 
 
 def images(n, seed):

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from ddpmlab.config import ModelConfig
-from ddpmlab.diffusion import SamplerSpec, ddim_timesteps, sample, sampling_steps
-from ddpmlab.schedule import Schedule, linear_betas
-from ddpmlab.unet import AttnBlock, UNet, count_params, timestep_embedding
+from ddpmlab.diffusion.sampling import SamplerSpec, ddim_timesteps, sample, sampling_steps
+from ddpmlab.diffusion.schedule import Schedule, linear_betas
+from ddpmlab.model.unet import AttnBlock, UNet, count_params, timestep_embedding
 
 TINY = ModelConfig(16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8)
 

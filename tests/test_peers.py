@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmlab.diffusion import ddim_step, ddim_timesteps, ddpm_step
-from ddpmlab.schedule import Schedule, cosine_betas, linear_betas
+from ddpmlab.diffusion.sampling import ddim_step, ddim_timesteps, ddpm_step
+from ddpmlab.diffusion.schedule import Schedule, cosine_betas, linear_betas
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is a pinned test dependency (requirements.lock)")
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from ddpmlab.errors import DataError
-from ddpmlab.prepare import load_image, make_square, prepare_folder, split_indices, to_rgb
+from ddpmlab.data.prepare import load_image, make_square, prepare_folder, split_indices, to_rgb
 
 
 def test_rgba_composites_on_white():

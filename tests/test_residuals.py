@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmlab import residuals as R
+from ddpmlab.residuals import check as R
 from ddpmlab.config import ResidualsConfig
-from ddpmlab.schedule import Schedule, linear_betas
+from ddpmlab.diffusion.schedule import Schedule, linear_betas
 
 CFG = ResidualsConfig(t_bins=10, draws_per_bin=4, max_ks=0.05, max_abs_excess_kurtosis=1.0, dispersion_range=(0.5, 2.0), spike_ratio_max=3.0, seed=0)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ddpmlab.errors import ParamError
-from ddpmlab.schedule import Schedule, cosine_betas, extract, linear_betas, make_betas, q_posterior_mean, q_sample
+from ddpmlab.diffusion.schedule import Schedule, cosine_betas, extract, linear_betas, make_betas, q_posterior_mean, q_sample
 
 GOLDEN = {  # T: (alpha_bar_T, sqrt(alpha_bar_T)) for linear betas 1e-4..0.02
     250: (7.97e-2, 0.282),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ddpmlab.config import ModelConfig, ScheduleConfig, TrainConfig
-from ddpmlab.train import TrainingDiverged, TrainSetup, build_model_from_checkpoint, final_metrics, load_checkpoint, train
+from ddpmlab.training.loop import TrainingDiverged, TrainSetup, build_model_from_checkpoint, final_metrics, load_checkpoint, train
 
 from .conftest import blob_images
 
@@ -78,7 +78,7 @@ def test_changed_params_do_not_resume(tmp_path, data):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
-    import ddpmlab.train as T
+    import ddpmlab.training.loop as T
 
     real, calls = T.per_sample_loss, []
 

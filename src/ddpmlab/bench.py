@@ -24,10 +24,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig, TrainConfig
-from .schedule import Schedule, linear_betas, q_sample
-from .train import make_runtime, train_step
-from .unet import UNet, count_params
+from ddpmlab.config import ModelConfig, TrainConfig
+from ddpmlab.diffusion.schedule import Schedule, linear_betas, q_sample
+from ddpmlab.training.loop import make_runtime, train_step
+from ddpmlab.model.unet import UNet, count_params
 
 PRESETS = {
     # Ho et al. 2020 CIFAR-10: 35.7M parameters

@@ -138,7 +138,7 @@ def _read(path: str, rev: str | None, mode: str = "r"):
 
 
 def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> str:
-    from . import plotting
+    from ddpmlab.reporting import plotting
 
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -149,8 +149,8 @@ def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> str:
 
 
 def figures(exps: list[Exp], out: Path) -> list[str]:
-    from . import plotting
-    from .schedule import Schedule, make_betas
+    from ddpmlab.reporting import plotting
+    from ddpmlab.diffusion.schedule import Schedule, make_betas
 
     plt = plotting.plt
     made = []

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ParamError
-from .schedule import SCHEDULES, Schedule, validate_T
+from ddpmlab.errors import ParamError
+from ddpmlab.diffusion.schedule import SCHEDULES, Schedule, validate_T
 
 SAMPLERS = ("ddpm", "ddim")
 VARIANCES = ("small", "large")

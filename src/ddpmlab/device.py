@@ -2,8 +2,8 @@
 
 import torch
 
-from .config import DEVICES
-from .errors import ParamError
+from ddpmlab.config import DEVICES
+from ddpmlab.errors import ParamError
 
 
 def resolve_device(name: str) -> torch.device:

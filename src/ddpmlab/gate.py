@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compare import exp_show, select
-from .config import get, load_params
-from .errors import ParamError
+from ddpmlab.compare import exp_show, select
+from ddpmlab.config import get, load_params
+from ddpmlab.errors import ParamError
 
 
 @dataclass

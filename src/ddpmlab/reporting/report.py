@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import residuals as R
-from .io import read_json
-from .memorization import Memorization
+from ddpmlab.residuals import check as R
+from ddpmlab.io import read_json
+from ddpmlab.evaluation.memorization import Memorization
 
 
 def _rel(path: Path, start: Path) -> str:

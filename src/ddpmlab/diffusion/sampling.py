@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import SPACINGS
-from .schedule import Schedule, extract, predict_x0_from_eps, q_posterior_mean, q_sample
+from ddpmlab.config import SPACINGS
+from ddpmlab.diffusion.schedule import Schedule, extract, predict_x0_from_eps, q_posterior_mean, q_sample
 
 
 def derive_seed(*parts: int) -> int:

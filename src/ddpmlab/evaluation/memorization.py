@@ -91,8 +91,8 @@ def analyse(samples, train, val, f_samples, f_train, f_val, pixel_ratio: float, 
 
 
 def figures(samples, train, details, m: Memorization, out_dir, n_pairs: int = 8) -> None:
-    from . import plotting
-    from .images import grid
+    from ddpmlab.reporting import plotting
+    from ddpmlab.data.images import grid
 
     plt = plotting.plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import plotting
-from .diffusion import derive_seed
-from .images import grid, to_model, to_uint8
-from .schedule import Schedule, make_betas, q_sample
+from ddpmlab.reporting import plotting
+from ddpmlab.diffusion.sampling import derive_seed
+from ddpmlab.data.images import grid, to_model, to_uint8
+from ddpmlab.diffusion.schedule import Schedule, make_betas, q_sample
 
 
 def table(names, Ts, beta_start: float, beta_end: float) -> list[dict]:

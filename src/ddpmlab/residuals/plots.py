@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from . import plotting
+from ddpmlab.reporting import plotting
 
 
 def plot_all(z, r, t, edges, ms, chi, spikes, train_losses, out: Path, seed: int = 0, n_points: int = 20000) -> None:

@@ -30,8 +30,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from .config import SOURCES, _choice, get
-from .errors import DataError, ParamError
+from ddpmlab.config import SOURCES, _choice, get
+from ddpmlab.errors import DataError, ParamError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

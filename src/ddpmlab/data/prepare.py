@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .config import SQUARE_MODES, _choice, _float, _int, get
-from .errors import DataError, ParamError
+from ddpmlab.config import SQUARE_MODES, _choice, _float, _int, get
+from ddpmlab.errors import DataError, ParamError
 
 WHITE = (255, 255, 255)
 
@@ -142,8 +142,8 @@ def load_split(path: Path) -> np.ndarray:
 
 def write_reports(prep: Prepared, out_dir: Path) -> None:
     """stats.json, a contact sheet of the training split, a scatter of raw sizes."""
-    from . import plotting
-    from .images import grid
+    from ddpmlab.reporting import plotting
+    from ddpmlab.data.images import grid
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "stats.json").write_text(json.dumps(prep.stats, indent=1, sort_keys=True))

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .config import ResidualsConfig
-from .diffusion import derive_seed
-from .schedule import Schedule, q_sample
+from ddpmlab.config import ResidualsConfig
+from ddpmlab.diffusion.sampling import derive_seed
+from ddpmlab.diffusion.schedule import Schedule, q_sample
 
 KS_MAX_ELEMENTS = 200_000
 
