@@ -10,7 +10,7 @@ from ddpmlab.config import _float, load_params
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
 from ddpmlab.evaluation.memorization import analyse, figures
-from ddpmlab.data.prepare import load_split
+from ddpmlab.data.splits import load_split
 
 
 def _npz(path, key):

@@ -10,7 +10,7 @@ from ddpmlab.config import _int, load_params
 from ddpmlab.device import resolve_device
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.evaluation.fid import InceptionFeatures
-from ddpmlab.data.prepare import load_split
+from ddpmlab.data.splits import load_split
 
 
 def main(argv=None):

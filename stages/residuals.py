@@ -13,7 +13,7 @@ from ddpmlab.config import ResidualsConfig, load_params
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.data.images import to_model
 from ddpmlab.io import write_json
-from ddpmlab.data.prepare import load_split
+from ddpmlab.data.splits import load_split
 from ddpmlab.residuals.plots import plot_all
 from ddpmlab.device import resolve_device
 from ddpmlab.training.loop import build_model_from_checkpoint, load_checkpoint

@@ -16,7 +16,7 @@ from ddpmlab.device import resolve_device
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
 from ddpmlab.reporting.plotting import loss_curves
-from ddpmlab.data.prepare import load_split
+from ddpmlab.data.splits import load_split
 from ddpmlab.training.loop import TrainingDiverged, TrainSetup, final_metrics, train
 
 

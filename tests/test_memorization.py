@@ -13,17 +13,28 @@ def test_pixel_nn_finds_copies_and_mirrored_copies():
     train = images(10, 0)
     q = np.stack([train[3], train[7][:, ::-1]])
     d, idx = pixel_nn(q, train)
-    assert np.allclose(d, 0, atol=1e-6)
+    assert (d == 0.0).all(), "an exact copy is at distance exactly 0, not a rounding residue"
     assert idx[0] == 3 and idx[1] == 10 + 7  # index >= len(train): the mirrored copy
     d_noflip, _ = pixel_nn(q, train, flips=False)
-    assert d_noflip[0] < 1e-6 and d_noflip[1] > 0.1
+    assert d_noflip[0] == 0.0 and d_noflip[1] > 0.1
+
+
+def test_pixel_nn_exact_at_realistic_sizes():
+    """64x64 RGB images with large pixel norms: the float32 expansion gave copies ~1e-4, never 0."""
+    rng = np.random.default_rng(7)
+    train = rng.integers(200, 256, (300, 64, 64, 3), dtype=np.uint8)
+    q = train[::37].copy()
+    d, idx = pixel_nn(q, train, chunk=3)
+    assert (d == 0.0).all() and (idx == np.arange(0, 300, 37)).all()
 
 
 def test_pixel_nn_matches_brute_force():
     train, q = images(13, 1), images(5, 2)
     d, idx = pixel_nn(q, train, flips=False, chunk=2)
-    full = np.sqrt((((q[:, None].astype(float) - train[None].astype(float)) / 255) ** 2).mean(axis=(2, 3, 4)))
-    assert np.allclose(d, full.min(1), atol=1e-5) and (idx == full.argmin(1)).all()
+    # exact integer squared distances: the result must equal them bit for bit after the same scaling
+    d2 = ((q[:, None].astype(np.int64) - train[None].astype(np.int64)) ** 2).sum(axis=(2, 3, 4))
+    assert (idx == d2.argmin(1)).all()
+    assert (d == np.sqrt(d2.min(1) / (8 * 8 * 3 * 255.0**2))).all()
 
 
 def test_feature_nn_cosine():

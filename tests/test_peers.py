@@ -68,3 +68,30 @@ def test_one_ddim_step(t_index):
     theirs = theirs_s.step(eps.double(), t, x.double(), eta=0.0).prev_sample.float()
     ours = ddim_step(Fixed(eps), Schedule(linear_betas(1000)), x, t, t_prev, None, eta=0.0, clip=False)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+@pytest.mark.parametrize("T, steps", [(1000, 50), (1000, 7), (200, 200), (100, 30), (10, 1)])
+def test_ddim_timesteps_match_diffusers_for_every_spacing(spacing, T, steps):
+    theirs = diffusers.DDIMScheduler(num_train_timesteps=T, timestep_spacing=spacing, steps_offset=0)
+    theirs.set_timesteps(steps)
+    assert ddim_timesteps(T, steps, spacing).tolist() == theirs.timesteps.tolist()
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_one_ddim_step_every_spacing(spacing):
+    """diffusers takes t_prev = t - T // steps; where our spacing's next timestep is that, one step must agree."""
+    T, steps = 1000, 50
+    theirs_s = diffusers.DDIMScheduler(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                                       clip_sample=False, set_alpha_to_one=True, timestep_spacing=spacing, steps_offset=0)
+    theirs_s.set_timesteps(steps)
+    float64(theirs_s)
+    ts = ddim_timesteps(T, steps, spacing).tolist()
+    pairs = [(t, p) for t, p in zip(ts, ts[1:]) if p == t - T // steps]
+    assert pairs, f"{spacing}: no step where both implementations take the same t_prev"
+    g = torch.Generator().manual_seed(3)
+    x, eps = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
+    for t, t_prev in pairs[:: max(1, len(pairs) // 4)]:
+        theirs = theirs_s.step(eps.double(), t, x.double(), eta=0.0).prev_sample.float()
+        ours = ddim_step(Fixed(eps), Schedule(linear_betas(T)), x, t, t_prev, None, eta=0.0, clip=False)
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)

@@ -101,8 +101,33 @@ def test_repro_then_experiment_with_other_T(project):
 
     md = run(["dvc", "exp", "show", "--md"], d, env)
     assert "t10" in md and "fid" in md
+    # the workspace now holds t10's results: against the committed T=20 baseline the schedule's terminal
+    # quantities must differ (sqrt(alpha_bar_T) is larger at T=10)
     diff = run(["dvc", "metrics", "diff", "--md", "HEAD"], d, env)
-    assert diff is not None
+    row = next((line for line in diff.splitlines() if "sqrt_alpha_bar_T" in line and "schedule" in line), None)
+    assert row is not None, diff
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    old, new = float(cells[2]), float(cells[3])
+    assert new > old, row
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("src/ddpmlab/data/prepare.py", {"prepare"}),                      # outputs unchanged: nothing downstream reruns
+    ("src/ddpmlab/evaluation/memorization.py", {"memorization", "report"}),
+    ("stages/sample.py", {"sample"}),
+])
+def test_comment_edit_reruns_only_that_part_of_the_graph(project, module, expected):
+    """A comment added to one module reruns exactly the stages that import it (dvc.yaml deps = import closure),
+    and since their outputs are byte-identical, nothing downstream of them reruns."""
+    d, env = project
+    run(["dvc", "repro"], d, env)  # start from an up-to-date workspace
+    listed = {n for n, s in yaml.safe_load((d / "dvc.yaml").read_text())["stages"].items() if module in s.get("deps", [])}
+    assert listed == expected
+    with open(d / module, "a") as f:
+        f.write("\n# a comment: no behaviour changes\n")
+    out = run(["dvc", "repro"], d, env)
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == expected, out
 
 
 def test_gate_trips_on_a_broken_change(project):

@@ -54,10 +54,19 @@ def test_cosine_matches_its_closed_form():
     assert betas[-1] == 0.999
 
 
-def test_posterior_variance_closed_form():
-    s = Schedule(linear_betas(50))
-    expected = s.betas * (1 - s.alpha_bar_prev) / (1 - s.alpha_bar)
-    assert np.allclose(s.posterior_variance, expected)
+def test_posterior_variance_is_the_conditional_variance_of_the_chain():
+    """beta_tilde_t (eq. 7) against Var(x_{t-1} | x_t, x_0) computed from the chain itself: the joint covariance
+    of (x_{t-1}, x_t) given x_0, built by propagating x_s = sqrt(1-beta_s) x_{s-1} + sqrt(beta_s) e_s step by step
+    (no alpha_bar products), then the Schur complement. Independent of how schedule.py writes the formula."""
+    betas = linear_betas(50)
+    s = Schedule(betas)
+    var = 0.0  # Var(x_s | x_0), propagated one step at a time
+    for t in range(50):
+        var_prev = var
+        var = (1 - betas[t]) * var_prev + betas[t]
+        cov = np.sqrt(1 - betas[t]) * var_prev  # Cov(x_{t-1}, x_t | x_0)
+        cond = var_prev - cov**2 / var
+        assert s.posterior_variance[t] == pytest.approx(cond, rel=1e-9, abs=1e-15), t
     assert s.posterior_variance[0] == 0.0
     assert np.all(s.posterior_variance[1:] <= s.betas[1:])
 

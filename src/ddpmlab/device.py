@@ -1,18 +1,23 @@
-"""Device choice: `auto` means CUDA when available, else CPU."""
+"""Device choice (`auto` means CUDA when available, else CPU) and the CUDA fast path for sampling."""
 
 import torch
 
-from ddpmlab.config import DEVICES
-from ddpmlab.errors import ParamError
+DEVICES = ("auto", "cpu", "cuda")  # schema.DEVICES (train.device) and the stages' --device flag must agree
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used here; str(e) is one line saying what to use instead."""
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' -> a torch.device; DeviceError (one line) when it is unknown or absent."""
     if name not in DEVICES:
-        raise ParamError("device", name, f"one of {', '.join(DEVICES)}")
+        raise DeviceError(f"device {name!r} is unknown; allowed: {', '.join(DEVICES)}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device = cuda but no CUDA device is available; use auto or cpu")
+        built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        raise DeviceError(f"device 'cuda' asked for, but no CUDA device is visible (torch {torch.__version__}, {built}); use auto or cpu")
     return torch.device(name)
 
 

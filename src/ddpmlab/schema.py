@@ -182,6 +182,7 @@ class EvaluateParams(Section):
     kid_subsets: PosInt
     kid_subset_size: Annotated[int, Field(ge=2)]
     batch_size: PosInt
+    prc_k: PosInt  # precision/recall k-NN radius (Kynkäänniemi et al.: 3); capped at N-1 where used
 
 
 class SweepParams(Section):

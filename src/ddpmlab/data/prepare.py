@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ddpmlab.config import SQUARE_MODES, _choice, _float, _int, get
+from ddpmlab.data.splits import load_split  # noqa: F401  (re-exported: the old import path keeps working)
 from ddpmlab.errors import DataError, ParamError
 
 WHITE = (255, 255, 255)
@@ -130,14 +131,6 @@ def save_prepared(prep: Prepared, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "train.npz", images=prep.train, names=np.array(prep.train_names))
     np.savez_compressed(out_dir / "val.npz", images=prep.val, names=np.array(prep.val_names))
-
-
-def load_split(path: Path) -> np.ndarray:
-    """uint8 [N, H, W, 3] from a prepared .npz."""
-    if not Path(path).is_file():
-        raise DataError(f"{path} not found: run `dvc repro prepare` first")
-    with np.load(path) as z:
-        return z["images"]
 
 
 def write_reports(prep: Prepared, out_dir: Path) -> None:

@@ -55,3 +55,23 @@ def forward_strip(image: np.ndarray, sched: Schedule, ts, seed: int, path) -> li
     scale = max(1, 96 // image.shape[0])
     grid(to_uint8(xt), ncol=len(ts), scale=scale).save(path)
     return ts
+
+
+def analyse(name: str, T: int, beta_start: float, beta_end: float, compare_T, compare_names, forward_t, threshold: float,
+            image: np.ndarray, seed: int, out) -> tuple[dict, list[dict]]:
+    """The schedule stage's work: terminal table, decay figure, forward strip; returns (metrics, table rows).
+
+    metrics["x_T_not_pure_noise"] is True when sqrt(alpha_bar_T) exceeds `threshold`: x_T then still
+    holds visible signal, so sampling from N(0, I) starts off-distribution.
+    """
+    from pathlib import Path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    Ts = sorted(set(compare_T) | {T})
+    rows = table(compare_names, Ts, beta_start, beta_end)
+    decay_figure(compare_names, Ts, beta_start, beta_end, T, threshold, out / "sqrt_alpha_bar.png")
+    sched = Schedule.from_params(name, T, beta_start, beta_end)
+    shown = forward_strip(image, sched, forward_t, seed, out / "forward_process.png")
+    summary = sched.summary()
+    return {**summary, "schedule": name, "x_T_not_pure_noise": summary["sqrt_alpha_bar_T"] > threshold, "forward_t": shown}, rows

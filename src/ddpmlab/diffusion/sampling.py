@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ddpmlab.config import SPACINGS
 from ddpmlab.diffusion.schedule import Schedule, extract, predict_x0_from_eps, q_posterior_mean, q_sample
+
+SPACINGS = ("linspace", "leading", "trailing")  # DDIM timestep spacings (ddim_timesteps); schema.SPACINGS must agree
 
 
 def derive_seed(*parts: int) -> int:

@@ -19,16 +19,25 @@ def pixel_nn(queries: np.ndarray, train: np.ndarray, flips: bool = True, chunk: 
     """uint8 [N, H, W, 3] vs [M, H, W, 3] -> (RMS distance in [0, 1] units [N], index into train [N]).
 
     With flips, index i >= M means training image i - M mirrored.
+
+    Squared distances are exact: ||q - b||^2 = ||q||^2 + ||b||^2 - 2 q.b is evaluated on the raw
+    integer pixel values in float64, where every product (<= 255^2) and every partial sum
+    (<= 255^2 D, below 2^53 for any D < 1.3e11) is an exactly representable integer. So the result
+    does not depend on BLAS summation order or thread count, and an exact copy is at distance 0.0
+    exactly (the same expansion in float32 on [0, 1] values left copies at ~3e-4).
     """
+    if queries.dtype != np.uint8 or train.dtype != np.uint8:
+        raise ValueError(f"pixel_nn expects uint8 images, got {queries.dtype} and {train.dtype}")
     bank = np.concatenate([train, train[:, :, ::-1]]) if flips else train  # [N, H, W, 3]: W is axis 2
-    b = bank.reshape(len(bank), -1).astype(np.float32) / 255.0
-    b2 = (b * b).sum(1)
+    b = bank.reshape(len(bank), -1).astype(np.float64)  # [M', D] integers 0..255
+    d = b.shape[1]
+    b2 = np.einsum("ij,ij->i", b, b)  # [M'] exact integers
     dists, idx = [], []
     for i in range(0, len(queries), chunk):
-        q = queries[i : i + chunk].reshape(min(chunk, len(queries) - i), -1).astype(np.float32) / 255.0
-        d2 = np.maximum((q * q).sum(1)[:, None] + b2[None] - 2 * q @ b.T, 0)
-        j = d2.argmin(1)
-        dists.append(np.sqrt(d2[np.arange(len(q)), j] / q.shape[1]))
+        q = queries[i : i + chunk].reshape(-1, d).astype(np.float64)  # [n, D]
+        d2 = np.einsum("ij,ij->i", q, q)[:, None] + b2[None] - 2.0 * (q @ b.T)  # [n, M'] exact integers >= 0
+        j = d2.argmin(1)  # ties (exact now) go to the lowest index: the unmirrored image first
+        dists.append(np.sqrt(d2[np.arange(len(q)), j] / (d * 255.0**2)))
         idx.append(j)
     return np.concatenate(dists), np.concatenate(idx)
 

@@ -8,12 +8,40 @@ self-attention at chosen resolutions, `num_res_blocks` blocks per resolution on 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpmlab.config import ModelConfig
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The network's shape: all a checkpoint needs (besides weights) to rebuild it (STYLE.md 7)."""
+
+    image_size: int                 # side of the square input, divisible by 2**(len(ch_mult)-1)
+    in_channels: int = 3            # image channels (3 RGB, 1 greyscale); the output has as many
+    ch: int = 32                    # base width
+    ch_mult: tuple = (1, 2, 2, 2)   # width multiplier per resolution level
+    num_res_blocks: int = 2         # residual blocks per level (num_res_blocks + 1 on the way up)
+    attn_resolutions: tuple = (8,)  # feature-map sides with self-attention
+    dropout: float = 0.0
+    norm_groups: int = 8            # GroupNorm groups; divides every width ch * mult
+
+    def __post_init__(self):
+        # lists from JSON/YAML become tuples: hashable, and equal however the config was built
+        object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
+        object.__setattr__(self, "attn_resolutions", tuple(self.attn_resolutions))
+
+    def to_dict(self) -> dict:
+        """Plain data (lists, not tuples) for checkpoints loaded with weights_only=True."""
+        d = asdict(self)
+        d["ch_mult"], d["attn_resolutions"] = list(self.ch_mult), list(self.attn_resolutions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UNetConfig":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -82,7 +110,7 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
         ch, g, drop = cfg.ch, cfg.norm_groups, cfg.dropout

@@ -1,0 +1,81 @@
+"""Checkpoint files: written atomically and byte-deterministically, read as data only, self-describing.
+
+A checkpoint is a dict of tensors and plain data. It carries the network's shape (`model_config`,
+a `UNetConfig` as a dict) and the noise schedule (`schedule_config`: name, T, beta_start,
+beta_end), so sampling and evaluation rebuild both from the file alone (STYLE.md 7).
+
+Separate from the resumable-state logic (training.state) so that the stages that only *read* a
+model (residuals, sample, sweep) do not depend on the training code or the resume key.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ddpmlab.diffusion.schedule import Schedule
+from ddpmlab.errors import DataError
+from ddpmlab.model.unet import UNet, UNetConfig
+
+CHECKPOINT_FORMAT = 2  # 2: UNetConfig model_config, no timings in history, resume_key
+
+
+class CheckpointError(DataError):
+    """A checkpoint file cannot be used; str(e) is one line naming the file and what to do."""
+
+
+def checkpoint_bytes(obj: dict) -> bytes:
+    """torch.save into memory. The zip's member names then start with 'archive/' whatever the file is
+    called, and torch writes fixed zip timestamps, so equal objects give equal bytes."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write a temporary file, fsync, then rename: a kill (or power loss) mid-write leaves the previous
+    file intact, and a reader never sees half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    data = checkpoint_bytes(obj)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """The checkpoint's dict; CheckpointError (one line) if the file is missing, truncated, corrupt,
+    or holds anything but tensors and plain data (weights_only=True: loading never runs pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; run `dvc repro train` first")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: holds objects other than tensors and plain data; refused (loading it could run code)") from None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError, IndexError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not a ddpmlab checkpoint (holds a {type(obj).__name__}, not a dict)")
+    return obj
+
+
+def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> tuple[UNet, Schedule, dict]:
+    """Rebuild the network (weights `key`, eval mode, on `device`) and the schedule from a checkpoint alone."""
+    try:
+        cfg = UNetConfig.from_dict(ckpt["model_config"])
+        sc = ckpt["schedule_config"]
+        sched = Schedule.from_params(sc["name"], int(sc["T"]), float(sc["beta_start"]), float(sc["beta_end"]))
+        model = UNet(cfg)
+        model.load_state_dict(ckpt[key])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint lacks or mismatches its model description ({type(e).__name__}: {str(e)[:120]}); retrain it") from None
+    return model.to(device).eval(), sched, ckpt

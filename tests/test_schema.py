@@ -1,0 +1,170 @@
+"""params.yaml, typed: every bad value fails with one line naming the key; the schema is a leaf."""
+
+import ast
+import copy
+import subprocess
+import sys
+import typing
+
+import pytest
+import yaml
+
+from ddpmlab import schema
+from ddpmlab.schema import Params, ParamsError, load_params, read_yaml, validate
+
+from .conftest import ROOT
+
+DEFAULT = read_yaml(ROOT / "params.yaml")
+
+
+def with_(dotted: str, value=None, delete: bool = False) -> dict:
+    p = copy.deepcopy(DEFAULT)
+    node = p
+    *head, last = dotted.split(".")
+    for k in head:
+        node = node[k]
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    return p
+
+
+def test_default_params_are_valid():
+    P = load_params(ROOT / "params.yaml")
+    assert isinstance(P, Params) and P.T >= 1 and 0 <= P.seed < 2**32
+    with pytest.raises(Exception):
+        P.train.lr = 1.0  # frozen: nothing changes a validated value behind the stages' back
+
+
+BAD = [
+    # (key, value, expected fragment of the one-line message)
+    ("train.epochz", 3, r"train\.epochz: unknown key; did you mean train\.epochs\?"),
+    ("sample.etaa", 1.0, r"sample\.etaa: unknown key; did you mean sample\.eta\?"),
+    ("trian", {}, r"trian: unknown key; did you mean train\?"),
+    ("sample.eta", float("inf"), r"sample\.eta = inf is invalid; a finite number"),
+    ("sample.eta", float("nan"), r"sample\.eta = nan is invalid; a finite number"),
+    ("sample.eta", 2.0, r"sample\.eta = 2\.0 is invalid; .*less than or equal to 1"),
+    ("sample.eta", -0.1, r"sample\.eta = -0\.1 is invalid"),
+    ("sweep.etas", [0.0, 1.5], r"sweep\.etas\.1 = 1\.5 is invalid"),
+    ("model.attn_resolutions", [5], r"model\.attn_resolutions = \[5\] is invalid; allowed: feature-map sides .*\[32, 16, 8, 4\]"),
+    ("sweep.steps", [10, 2000], r"sweep\.steps = \[10, 2000\] is invalid; allowed: step counts of at most T = 1000"),
+    ("sweep.steps", [10, 10], r"sweep\.steps = \[10, 10\] is invalid; values without repeats"),
+    ("sample.steps", 5000, r"sample\.steps = 5000 is invalid; allowed: at most T = 1000"),
+    ("seed", -1, r"seed = -1 is invalid; .*greater than or equal to 0"),
+    ("seed", 10**23, r"seed = 100000000000000000000000 is invalid; .*less than 4294967296"),
+    ("seed", 2**32, r"seed = 4294967296 is invalid"),
+    ("seed", 1.5, r"seed = 1\.5 is invalid; .*valid integer"),
+    ("T", 0, r"T = 0 is invalid"),
+    ("T", "many", r"T = 'many' is invalid"),
+    ("T", True, r"T = True is invalid"),
+    ("prepare.image_size", 36, r"prepare\.image_size = 36 is invalid; allowed: a multiple of 8"),
+    ("prepare.val_fraction", 1.0, r"prepare\.val_fraction = 1\.0 is invalid"),
+    ("prepare.square", "stretch", r"prepare\.square = 'stretch' is invalid; .*'pad' or 'crop'"),
+    ("model.norm_groups", 5, r"model\.norm_groups = 5 is invalid; allowed: a divisor of every width"),
+    ("schedule.name", "quadratic", r"schedule\.name = 'quadratic' is invalid; .*'linear' or 'cosine'"),
+    ("schedule.beta_start", 0.05, r"schedule\.beta_start = 0\.05 is invalid; allowed: less than schedule\.beta_end"),
+    ("sample.sampler", "euler", r"sample\.sampler = 'euler' is invalid; .*'ddpm' or 'ddim'"),
+    ("train.device", "tpu", r"train\.device = 'tpu' is invalid; .*'auto', 'cpu' or 'cuda'"),
+    ("train.hflip", "yes", r"train\.hflip = 'yes' is invalid; .*valid boolean"),
+    ("train.epochs", 1.5, r"train\.epochs = 1\.5 is invalid; .*valid integer"),
+    ("train.lr", "fast", r"train\.lr = 'fast' is invalid; .*valid number"),
+    ("data.pypi.package", "--log==x", r"data\.pypi\.package = '--log==x' is invalid; a pinned requirement name==version"),
+    ("data.pypi.package", "pokemon>=0.3", r"data\.pypi\.package = 'pokemon>=0\.3' is invalid"),
+    ("data.pypi.sha256", "abc", r"data\.pypi\.sha256 = 'abc' is invalid; a sha256 as 64 lowercase hex digits"),
+    ("gate.rules", [{"metric": "a:b", "better": "lower"}], r"gate\.rules\.0 = .* exactly one of max_worse_pct, max_worse_abs"),
+]
+
+
+@pytest.mark.parametrize("key, value, message", BAD, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD])
+def test_bad_value_is_one_line_naming_the_key(key, value, message):
+    with pytest.raises(ParamsError) as e:
+        validate(with_(key, value))
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("params.yaml: ")
+    assert __import__("re").search(message, msg), msg
+
+
+def test_missing_key_is_named():
+    with pytest.raises(ParamsError, match=r"^params\.yaml: train\.epochs: missing"):
+        validate(with_("train.epochs", delete=True))
+
+
+def test_cuda_device_refused_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(schema, "cuda_available", lambda: False)
+    with pytest.raises(ParamsError, match=r"train\.device = 'cuda' is invalid; no CUDA device is visible"):
+        validate(with_("train.device", "cuda"))
+    monkeypatch.setattr(schema, "cuda_available", lambda: True)
+    assert validate(with_("train.device", "cuda")).train.device == "cuda"
+
+
+def test_url_source_needs_url_and_sha():
+    p = with_("data.source", "url")
+    with pytest.raises(ParamsError, match=r"data\.url = '' is invalid"):
+        validate(p)
+    p["data"]["url"] = "https://example.org/x y.tgz"
+    with pytest.raises(ParamsError, match=r"data\.url = .* without spaces"):
+        validate(p)
+
+
+def test_scientific_notation_without_dot_is_a_float(tmp_path):
+    """`dvc exp run -S train.lr=0.0000001` writes `lr: 1e-07`, which plain PyYAML would read as a string."""
+    text = (ROOT / "params.yaml").read_text().replace("lr: 0.0002", "lr: 2e-04")
+    (tmp_path / "p.yaml").write_text(text)
+    assert load_params(tmp_path / "p.yaml").train.lr == 2e-4
+
+
+def test_bad_yaml_and_missing_file_are_one_line(tmp_path):
+    (tmp_path / "p.yaml").write_text("T: [1, 2\nseed: 0\n")
+    with pytest.raises(ParamsError, match=r"not valid YAML at line \d+"):
+        load_params(tmp_path / "p.yaml")
+    with pytest.raises(ParamsError, match=r"not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "q.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ParamsError, match=r"top level must be a mapping"):
+        load_params(tmp_path / "q.yaml")
+
+
+def test_schema_is_a_leaf():
+    """It imports nothing from ddpmlab: configuration never drags math modules into a stage's deps."""
+    tree = ast.parse((ROOT / "src/ddpmlab/schema.py").read_text())
+    mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(m.startswith("ddpmlab") or m.startswith(".") for m in mods), mods
+
+
+def test_math_modules_import_no_configuration():
+    for rel in ("diffusion/schedule.py", "diffusion/sampling.py", "model/unet.py", "evaluation/fid.py"):
+        text = (ROOT / "src/ddpmlab" / rel).read_text()
+        assert "ddpmlab.schema" not in text and "ddpmlab.config" not in text, rel
+
+
+def test_names_agree_with_the_library():
+    """The schema's Literal choices are exactly the names the library functions accept."""
+    from ddpmlab.diffusion import sampling
+    from ddpmlab.diffusion.schedule import SCHEDULES
+
+    lit = lambda model, field: set(typing.get_args(model.model_fields[field].annotation))  # noqa: E731
+    assert lit(schema.ScheduleParams, "name") == set(SCHEDULES) == set(schema.SCHEDULES)
+    assert lit(schema.SampleParams, "spacing") == set(sampling.SPACINGS) == set(schema.SPACINGS)
+    assert lit(schema.SampleParams, "sampler") == set(schema.SAMPLERS)
+    assert lit(schema.TrainParams, "device") == set(schema.DEVICES)
+
+
+@pytest.mark.parametrize("stage", ["schedule", "sample", "train"])
+def test_a_stage_fails_fast_in_one_line(tmp_path, stage):
+    """Every stage validates the whole file first: a bad sample.eta stops even the schedule stage, in seconds."""
+    bad = (ROOT / "params.yaml").read_text().replace("eta: 0.0 ", "eta: 2.0 ", 1)
+    assert bad != (ROOT / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(bad)
+    r = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), "--help"], capture_output=True, text=True, cwd=ROOT,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0 and "usage" in r.stdout.lower()
+    args = {"schedule": ["--train", "x.npz", "--out", str(tmp_path / "o")],
+            "sample": ["--model", "m.pt", "--out", str(tmp_path / "o"), "--figures", str(tmp_path / "f")],
+            "train": ["--train", "a.npz", "--val", "b.npz", "--state", "s.pt", "--model", "m.pt", "--live", str(tmp_path / "l")]}[stage]
+    r = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), "--params", str(tmp_path / "params.yaml"), *args],
+                       capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "sample.eta = 2.0 is invalid" in r.stderr, r.stderr
