@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 SMOKE=(-S 'data.pypi.id_range=[1,48]' -S prepare.image_size=16 -S model.ch=16 -S 'model.ch_mult=[1,2]'
        -S 'model.attn_resolutions=[8]' -S train.epochs=40 -S train.lr=0.001 -S train.val_every=10 -S train.checkpoint_every=20
        -S train.warmup_steps=10 -S 'schedule.compare_T=[100,200]' -S 'schedule.forward_t=[0,50,199]'
-       -S residuals.t_bins=5 -S residuals.draws_per_bin=8 -S sample.n_samples=16 -S sample.steps=20
+       -S residuals.n_t=5 -S residuals.draws_per_t=8 -S sample.n_samples=16 -S sample.steps=20
        -S sweep.n_samples=8 -S 'sweep.steps=[5,20]' -S 'sweep.etas=[0.0]' -S evaluate.kid_subset_size=8 -S evaluate.kid_subsets=20)
 
 dvc exp remove smoke-base smoke-T100 >/dev/null 2>&1 || true

@@ -1,12 +1,16 @@
-"""Stage `download`: fetch the raw images (params `data`), verified by sha256, into OUT/images."""
+"""Stage `download`: fetch the raw images (params `data`), verified by sha256, into OUT/images.
+
+Nothing downloaded is executed; downloads are bounded (data.timeout_s, deadline_s, max_download_mb,
+max_expanded_mb); OUT is replaced only after everything succeeded, and only if this stage wrote it.
+"""
 
 import argparse
 import sys
 from pathlib import Path
 
-from ddpmlab.config import load_params
 from ddpmlab.data.download import run_download
 from ddpmlab.errors import DataError, ParamError
+from ddpmlab.schema import ParamsError, load_params
 
 
 def main(argv=None):
@@ -16,9 +20,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         res = run_download(load_params(args.params), args.out)
-    except (ParamError, DataError) as e:
+    except (ParamsError, ParamError, DataError) as e:
         sys.exit(f"download: {e}")
+    except KeyboardInterrupt:
+        sys.exit("download: interrupted; nothing was changed in " + str(args.out))
     print(f"download: {len(res.images)} images from source '{res.source}' in {args.out / 'images'}")
+    if res.manifest.get("skipped"):
+        print(f"download: skipped {len(res.manifest['skipped'])} entries (see manifest.json 'skipped')", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
-"""Stage `evaluate`: FID and KID (torch-fidelity, standard Inception) of the samples against the training split."""
+"""Stage `evaluate`: FID, KID, precision and recall (standard offline Inception features) of the samples
+against the training split's reference features."""
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ddpmlab.config import _int, load_params
-from ddpmlab.errors import DataError, ParamError
-from ddpmlab.evaluation.fid import InceptionFeatures, fid_from_features, kid_from_features
-from ddpmlab.io import write_json
 from ddpmlab.device import resolve_device
-
-# FID's bias at small N is large (Chong & Forsyth 2020); below this many images prefer KID.
-FID_RELIABLE_N = 2048
+from ddpmlab.errors import DataError
+from ddpmlab.evaluation.fid import InceptionFeatures
+from ddpmlab.evaluation.metrics import MetricSpec, evaluate_samples, summary
+from ddpmlab.io import write_json
+from ddpmlab.schema import ParamsError, load_params
 
 
 def main(argv=None):
@@ -21,47 +21,24 @@ def main(argv=None):
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--samples", required=True, type=Path, help="samples.npz (sample stage)")
     ap.add_argument("--reference", required=True, type=Path, help="reference features .npz (reference stage)")
-    ap.add_argument("--weights", required=True, type=Path, help="converted Inception weights")
+    ap.add_argument("--weights", required=True, type=Path, help="converted Inception weights (inception stage)")
     ap.add_argument("--features", required=True, type=Path, help="where the samples' features go (.npz)")
     ap.add_argument("--out", required=True, type=Path, help="metrics .json")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
     try:
-        p = load_params(args.params)
-        subsets = _int(p, "evaluate.kid_subsets", lo=1)
-        subset_size = _int(p, "evaluate.kid_subset_size", lo=2)
-        batch = _int(p, "evaluate.batch_size", lo=1)
-        seed = _int(p, "seed")
-        with np.load(args.samples) as z:
-            samples = z["images"]
-        with np.load(args.reference) as z:
-            ref = z["features"]
-        feats = InceptionFeatures(args.weights, resolve_device(args.device))(samples, batch, desc="sample features")
-    except (ParamError, DataError) as e:
+        P = load_params(args.params)
+        extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size, desc="sample features")
+        with np.load(args.samples) as s, np.load(args.reference) as r:
+            images, ref = s["images"], r["features"]
+    except (ParamsError, DataError, RuntimeError) as e:  # RuntimeError: --device cuda without a visible GPU
         sys.exit(f"evaluate: {e}")
+    ev = P.evaluate
+    feats, m = evaluate_samples(images, ref, extract, MetricSpec(ev.kid_subsets, ev.kid_subset_size, ev.prc_k, P.seed))
     args.features.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.features, features=feats)
-
-    used_subset = min(subset_size, len(feats), len(ref))
-    kid, kid_std = kid_from_features(feats, ref, subsets, used_subset, seed)
-    fid = fid_from_features(feats, ref)
-    small = min(len(feats), len(ref)) < FID_RELIABLE_N
-    write_json(
-        args.out,
-        {
-            "fid": fid,
-            "kid": kid,
-            "kid_std": kid_std,
-            "kid_subset_size": used_subset,
-            "kid_subsets": subsets,
-            "n_generated": len(feats),
-            "n_reference": len(ref),
-            "fid_small_sample_bias": small,
-        },
-    )
-    print(f"evaluate: FID {fid:.2f}, KID {kid:.4f} ± {kid_std:.4f} (subset {used_subset}), {len(feats)} generated vs {len(ref)} reference images")
-    if small:
-        print(f"WARNING: fewer than {FID_RELIABLE_N} images: FID is strongly biased upward at this N; compare KID, and compare FID only at equal N.", file=sys.stderr)
+    write_json(args.out, m)
+    print(f"evaluate: {summary(m)}")
 
 
 if __name__ == "__main__":

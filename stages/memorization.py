@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpmlab.config import _float, load_params
-from ddpmlab.errors import DataError, ParamError
+from ddpmlab.errors import DataError
+from ddpmlab.schema import ParamsError, load_params
 from ddpmlab.io import write_json
 from ddpmlab.evaluation.memorization import analyse, figures
 from ddpmlab.data.splits import load_split
@@ -16,8 +16,11 @@ from ddpmlab.data.splits import load_split
 def _npz(path, key):
     if not Path(path).is_file():
         raise DataError(f"{path} not found: run `dvc repro` for the stage that writes it")
-    with np.load(path) as z:
-        return z[key]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z[key]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path} cannot be read ({type(e).__name__}: {e}); rerun the stage that writes it") from None
 
 
 def main(argv=None):
@@ -32,12 +35,11 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     args = ap.parse_args(argv)
     try:
-        p = load_params(args.params)
-        ratio = _float(p, "memorization.pixel_ratio", 0, 1, lo_open=True)
-        cos = _float(p, "memorization.cosine_threshold", 0, 1, lo_open=True, hi_open=True)
+        mp = load_params(args.params).memorization
+        ratio, cos = mp.pixel_ratio, mp.cosine_threshold
         samples, train, val = _npz(args.samples, "images"), load_split(args.train), load_split(args.val)
         fs, ft, fv = _npz(args.sample_features, "features"), _npz(args.train_features, "features"), _npz(args.val_features, "features")
-    except (ParamError, DataError) as e:
+    except (ParamsError, DataError) as e:
         sys.exit(f"memorization: {e}")
     m, details = analyse(samples, train, val, fs, ft, fv, ratio, cos)
     args.out.mkdir(parents=True, exist_ok=True)

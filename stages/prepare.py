@@ -1,13 +1,17 @@
-"""Stage `prepare`: RGB, square, resize to prepare.image_size, split train/validation; contact sheet and stats."""
+"""Stage `prepare`: RGB, square, resize to prepare.image_size, split train/validation; contact sheet and stats.
+
+Image headers are checked before decoding (prepare.max_megapixels, prepare.max_aspect_ratio);
+unreadable or refused files are skipped and listed with their reason in REPORTS/skipped.json.
+"""
 
 import argparse
 import sys
 from pathlib import Path
 
-from ddpmlab.config import load_params
+from ddpmlab.data.prepare import prepare_from_params, save_prepared, write_reports
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
-from ddpmlab.data.prepare import prepare_from_params, save_prepared, write_reports
+from ddpmlab.schema import ParamsError, load_params
 
 
 def main(argv=None):
@@ -19,7 +23,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         prep = prepare_from_params(load_params(args.params), args.raw / "images")
-    except (ParamError, DataError) as e:
+    except (ParamsError, ParamError, DataError) as e:
         sys.exit(f"prepare: {e}")
     save_prepared(prep, args.out)
     skipped = prep.stats.pop("skipped_files")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpmlab.config import _int, load_params
-from ddpmlab.device import resolve_device
-from ddpmlab.errors import DataError, ParamError
-from ddpmlab.evaluation.fid import InceptionFeatures
 from ddpmlab.data.splits import load_split
+from ddpmlab.device import DeviceError, resolve_device
+from ddpmlab.errors import DataError
+from ddpmlab.evaluation.fid import InceptionFeatures
+from ddpmlab.schema import ParamsError, load_params
 
 
 def main(argv=None):
@@ -22,14 +22,14 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
-        batch = _int(load_params(args.params), "evaluate.batch_size", lo=1)
+        batch = load_params(args.params).evaluate.batch_size
         extractor = InceptionFeatures(args.weights, resolve_device(args.device))
         for images, out in args.split:
             feats = extractor(load_split(Path(images)), batch, desc=f"features of {Path(images).name}")
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(out, features=feats)
             print(f"reference: {len(feats)} feature vectors of {images} -> {out}")
-    except (ParamError, DataError) as e:
+    except (ParamsError, DataError, DeviceError) as e:
         sys.exit(f"reference: {e}")
 
 

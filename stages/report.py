@@ -1,36 +1,33 @@
-"""Stage `report`: assemble the run's figures and metrics into one markdown file."""
+"""Stage `report`: assemble the run's figures and metrics into one markdown file.
+
+Its inputs are the outputs of the other stages, found in dvc.yaml (the report stage's deps): no path
+is written both here and there."""
 
 import argparse
 import sys
 from pathlib import Path
 
-from ddpmlab.config import load_params
-from ddpmlab.reporting.report import build
-
-INPUTS = (
-    "prepare_stats", "contact_sheet", "raw_sizes", "schedule_metrics", "schedule_table", "schedule_plot", "forward",
-    "train_metrics", "train_speed", "loss_plot", "residual_metrics", "loss_by_t", "loss_by_t_plot", "qq", "hist", "spikes",
-    "sampling", "grid", "trajectory", "evaluate_metrics", "sweep_table", "sweep_plot", "memorization_metrics",
-    "nn_distances", "closest_pairs",
-)
+from ddpmlab.reporting.dvcyaml import DvcYamlError
+from ddpmlab.reporting.report import build, inputs
+from ddpmlab.schema import ParamsError, load_params
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, epilog="inputs: " + ", ".join(INPUTS))
+    ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--input", action="append", default=[], metavar="NAME=PATH", help="one per input (all required)")
+    ap.add_argument("--dvc-yaml", default=Path("dvc.yaml"), type=Path, help="the pipeline whose outputs are reported")
     ap.add_argument("--out", required=True, type=Path, help="report .md")
     args = ap.parse_args(argv)
-    paths = dict(kv.split("=", 1) for kv in args.input)
-    missing = [k for k in INPUTS if k not in paths]
-    unknown = [k for k in paths if k not in INPUTS]
-    if missing or unknown:
-        sys.exit(f"report: missing inputs {missing}, unknown inputs {unknown}; expected: {', '.join(INPUTS)}")
-    absent = [p for p in paths.values() if not Path(p).exists()]
+    try:
+        P = load_params(args.params)
+        paths = inputs(args.dvc_yaml)
+    except (ParamsError, DvcYamlError) as e:
+        sys.exit(f"report: {e}")
+    absent = [str(p) for p in paths.values() if not p.exists()]
     if absent:
-        sys.exit(f"report: inputs not found: {absent}; run `dvc repro` to produce them")
+        sys.exit(f"report: inputs not found: {', '.join(absent)}; run `dvc repro` to produce them")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    build({k: Path(v) for k, v in paths.items()}, load_params(args.params), args.out)
+    build(paths, P.model_dump(mode="json"), args.out)
     print(f"report: {args.out}")
 
 

@@ -13,7 +13,7 @@ from ddpmlab.diffusion.sampling import SamplerSpec
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
 from ddpmlab.schema import ParamsError, load_params
-from ddpmlab.training.loop import build_model_from_checkpoint, load_checkpoint
+from ddpmlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
 
 def main(argv=None):

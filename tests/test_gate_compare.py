@@ -1,16 +1,23 @@
-"""The regression gate's rules and the comparison's parsing of `dvc exp show --json`."""
+"""The regression gate's rules, the comparison's parsing of `dvc exp show --json`, and how both find files via dvc.yaml."""
+
+import copy
+from pathlib import Path
 
 import pytest
+import yaml
 
-from ddpmlab.compare import parse_exp_show, select, tables
-from ddpmlab.errors import ParamError
+from ddpmlab.compare import Exp, parse_exp_show, prc_note, select, tables
 from ddpmlab.gate import Rule, rules_from_params, run_gate
+from ddpmlab.reporting import dvcyaml
+from ddpmlab.schema import GateParams, ParamsError, validate
 
-RULES = rules_from_params({"gate": {"rules": [
+ROOT = Path(__file__).resolve().parents[1]
+
+RULES = rules_from_params(GateParams.model_validate({"baseline": "b.json", "rules": [
     {"metric": "train:val.loss", "better": "lower", "max_worse_pct": 10},
     {"metric": "evaluate:kid", "better": "lower", "max_worse_abs": 0.05},
     {"metric": "memorization:mem_val_pixel_median", "better": "higher", "max_worse_pct": 5},
-]}})
+]}))
 BASE = {"train:val.loss": 0.20, "evaluate:kid": 0.10, "memorization:mem_val_pixel_median": 0.3}
 
 
@@ -30,11 +37,26 @@ def test_missing_or_nan_metric_fails_instead_of_passing():
     assert len(msgs) == 2 and all("missing or not a finite number" in m for m in msgs)
 
 
-def test_bad_rule_is_named():
-    with pytest.raises(ParamError, match=r"gate.rules\[0\].better"):
-        Rule.parse(0, {"metric": "x", "better": "smaller", "max_worse_pct": 1})
-    with pytest.raises(ParamError, match="at least one of"):
-        Rule.parse(0, {"metric": "x", "better": "lower"})
+def test_both_tolerances_take_the_looser():
+    r = Rule("evaluate:kid", "lower", 10, 0.05)
+    assert r.check({"evaluate:kid": 0.1}, {"evaluate:kid": 0.149}) is None  # 0.049 <= max(0.01, 0.05)
+    assert "tolerance 10% or 0.05 absolute" in r.check({"evaluate:kid": 0.1}, {"evaluate:kid": 0.151})
+
+
+def test_bad_rule_is_one_line_naming_the_key(params):
+    bad = copy.deepcopy(params)
+    bad["gate"]["rules"][0]["better"] = "smaller"
+    with pytest.raises(ParamsError, match=r"^params.yaml: gate.rules.0.better = 'smaller' is invalid") as e:
+        validate(bad)
+    assert "\n" not in str(e.value)
+    bad["gate"]["rules"][0] = {"metric": "train:val.loss", "better": "lower"}
+    with pytest.raises(ParamsError, match="exactly one of max_worse_pct, max_worse_abs"):
+        validate(bad)
+
+
+def test_committed_gate_rules_load(params):
+    rules = rules_from_params(validate(params).gate)
+    assert rules and all(r.better in ("lower", "higher") for r in rules)
 
 
 SHOW = [
@@ -56,3 +78,63 @@ def test_parse_and_default_selection():
     assert [e.name for e in chosen] == ["main", "workspace", "t500"]
     md = tables(chosen)
     assert "| T | 1000 | 500 | 500 |" in md and "0.3 (+0.1, +50.0%)" in md
+
+
+def test_prc_note_states_N_and_k_and_flags_unequal_runs():
+    a = Exp("a", None, metrics={"evaluate:precision": 0.5, "evaluate:recall": 0.4, "evaluate:prc_k": 3, "evaluate:n_generated": 64, "evaluate:n_reference": 136})
+    b = Exp("b", "r", metrics={**a.metrics, "evaluate:n_generated": 32})
+    assert "k = 3, 64 generated vs 136 reference images" in prc_note([a, a]) and "differ" not in prc_note([a, a])
+    assert "The runs differ in N or k" in prc_note([a, b])
+    assert prc_note([Exp("c", None)]) == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths written once: the report and compare find every file through dvc.yaml
+
+DVC = dvcyaml.load(ROOT / "dvc.yaml")
+
+
+def test_report_inputs_are_exactly_the_report_stage_deps():
+    from ddpmlab.reporting.report import INPUTS, inputs
+
+    found = inputs(ROOT / "dvc.yaml")
+    assert set(found) == set(INPUTS)
+    made = dvcyaml.producers(DVC)
+    for key, (stage, name) in INPUTS.items():
+        rel = found[key].relative_to(ROOT).as_posix()
+        assert made[rel] == stage and rel.endswith("/" + name), key
+    # every report dep is a stage output the report reads, its script, or package code: nothing stale
+    deps = DVC["stages"]["report"]["deps"]
+    outs = {p.relative_to(ROOT).as_posix() for p in found.values()}
+    assert {d for d in deps if not d.startswith(("src/", "stages/"))} == outs
+    assert "--input" not in DVC["stages"]["report"]["cmd"] and "reports/prepare" not in DVC["stages"]["report"]["cmd"]
+
+
+def test_stage_inputs_names_a_missing_or_stale_dep():
+    d = copy.deepcopy(DVC)
+    d["stages"]["report"]["deps"].remove("reports/sample/grid.png")
+    from ddpmlab.reporting.report import INPUTS
+
+    with pytest.raises(dvcyaml.DvcYamlError, match="reads reports/sample/grid.png .* does not list it under deps"):
+        dvcyaml.stage_inputs(d, "report", INPUTS)
+    d = copy.deepcopy(DVC)
+    d["stages"]["report"]["deps"].append("models/model.pt")
+    with pytest.raises(dvcyaml.DvcYamlError, match="deps it does not read: models/model.pt"):
+        dvcyaml.stage_inputs(d, "report", INPUTS)
+    with pytest.raises(dvcyaml.DvcYamlError, match="declares no output 'nope.png'"):
+        dvcyaml.output(DVC, "sample", "nope.png")
+
+
+def test_compare_locates_files_through_dvc_yaml():
+    from ddpmlab.compare import GRID, LOSS_SERIES
+
+    assert dvcyaml.output(DVC, *GRID) == "reports/sample/grid.png"
+    assert dvcyaml.live_series(DVC, *LOSS_SERIES["val"]) == "reports/train/plots/metrics/val/loss.tsv"
+
+
+@pytest.mark.parametrize("f", ["src/ddpmlab/reporting/report.py", "stages/report.py", "src/ddpmlab/compare.py"])
+def test_no_pipeline_path_is_written_in_python(f):
+    text = (ROOT / f).read_text()
+    outs = set(dvcyaml.producers(DVC))
+    paths = outs | {Path(p).parent.as_posix() for p in outs}  # files and their folders, e.g. reports/sample
+    assert not [p for p in sorted(paths) if "/" in p and p in text]

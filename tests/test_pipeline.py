@@ -30,7 +30,7 @@ def tiny_params(folder: Path) -> dict:
     p["schedule"].update(forward_t=[0, 5, 19], compare_T=[10, 20])
     p["model"].update(ch=16, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8])
     p["train"].update(epochs=2, batch_size=8, val_every=1, checkpoint_every=1, device="cpu")
-    p["residuals"].update(t_bins=5, draws_per_bin=2)
+    p["residuals"].update(n_t=5, draws_per_t=2)
     p["sample"].update(n_samples=6, batch_size=4, steps=5)
     p["evaluate"].update(kid_subsets=10, kid_subset_size=4)
     p["sweep"].update(n_samples=4, steps=[2, 5], etas=[0.0])

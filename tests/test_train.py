@@ -1,26 +1,49 @@
-"""Training: the loss falls, resume is exact, a changed experiment does not resume, NaN stops cleanly."""
+"""Training: the loss falls, resume is exact and per experiment, a damaged state never stops a run,
+identical runs write identical model files, and the resume key follows the import closure."""
 
-import dataclasses
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from ddpmlab.config import ModelConfig, ScheduleConfig, TrainConfig
-from ddpmlab.training.loop import TrainingDiverged, TrainSetup, build_model_from_checkpoint, final_metrics, load_checkpoint, train
+from ddpmlab.device import DeviceError, resolve_device
+from ddpmlab.model.unet import UNetConfig
+from ddpmlab.schema import TrainParams
+from ddpmlab.training.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+from ddpmlab.training.loop import TrainingDiverged, TrainSetup, final_metrics, train
+from ddpmlab.training.state import code_files, code_fingerprint
 
-from .conftest import blob_images
+from .conftest import ROOT, blob_images
 
 
-def tiny_setup(**train_overrides):
+def tiny_setup(seed=0, **train_overrides):
     tc = dict(device="cpu", epochs=4, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9,
-              hflip=True, val_every=2, val_draws=2, checkpoint_every=1, seed=0)
+              hflip=True, val_every=2, val_draws=2, checkpoint_every=1, bf16=True, compile=False, processes=1)
     tc.update(train_overrides)
     return TrainSetup(
-        ModelConfig(16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
-        ScheduleConfig("linear", 20, 1e-4, 0.02),
-        TrainConfig(**tc),
+        UNetConfig(16, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
+        {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02},
+        TrainParams(**tc),
+        seed,
     )
+
+
+@pytest.fixture(autouse=True)
+def pinned_code(monkeypatch):
+    """The code part of the resume key, fixed: other work may edit this checkout while a test runs, and
+    the key's dependence on the code is tested on a private copy below."""
+    import ddpmlab.training.loop as L
+
+    monkeypatch.setattr(L, "code_fingerprint", lambda entry=None: "0" * 64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: one thread is fastest and immune to a busy machine
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +57,12 @@ def weights(path, key="ema"):
     return load_checkpoint(path)[key]
 
 
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_loss_falls_and_checkpoint_describes_itself(tmp_path, data):
     setup = tiny_setup(epochs=12, val_every=3)
     res = train(setup, *data, tmp_path / "state.pt", tmp_path / "model.pt")
@@ -42,17 +71,24 @@ def test_loss_falls_and_checkpoint_describes_itself(tmp_path, data):
     assert [r["epoch"] for r in res.history if "val/loss" in r] == [2, 5, 8, 11]
     m = final_metrics(res.history)
     assert m["epochs"] == 12 and m["steps"] == 24 and np.isfinite(m["val_loss"])
-    # sampling rebuilds the network from the checkpoint alone
+    assert res.img_per_s > 0 and len(res.timings) == 12
+    # sampling rebuilds the network and the schedule from the checkpoint alone
     model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(tmp_path / "model.pt"))
-    assert sched.T == 20 and ckpt["model_config"]["ch"] == 16 and len(ckpt["history"]) == 12
+    assert sched.T == 20 and ckpt["model_config"]["ch"] == 16 and ckpt["model_config"]["in_channels"] == 3 and len(ckpt["history"]) == 12
+    assert ckpt["schedule_config"] == {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02}
     assert model(torch.zeros(1, 3, 16, 16), torch.tensor([3])).shape == (1, 3, 16, 16)
 
 
-def test_same_params_same_weights(tmp_path, data):
-    train(tiny_setup(epochs=2), *data, tmp_path / "a.pt", tmp_path / "ma.pt")
-    train(tiny_setup(epochs=2), *data, tmp_path / "b.pt", tmp_path / "mb.pt")
-    for k, v in weights(tmp_path / "ma.pt").items():
-        assert torch.equal(v, weights(tmp_path / "mb.pt")[k]), k
+def test_identical_runs_write_byte_identical_model_files(tmp_path, data):
+    """Issue 10: no timings (or anything else run-dependent) in models/model.pt, so DVC sees no change."""
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        train(tiny_setup(epochs=2), *data, tmp_path / run / "train_state.pt", tmp_path / run / "model.pt")
+    a, b = (tmp_path / "a/model.pt").read_bytes(), (tmp_path / "b/model.pt").read_bytes()
+    assert a == b
+    hist = load_checkpoint(tmp_path / "a/model.pt")["history"]
+    assert {k for r in hist for k in r} <= {"epoch", "step", "train/loss", "lr", "val/loss", "val/loss_raw"}
+    assert "resume_key" not in load_checkpoint(tmp_path / "a/model.pt")
 
 
 def test_resume_is_exact(tmp_path, data):
@@ -62,25 +98,99 @@ def test_resume_is_exact(tmp_path, data):
     assert not (tmp_path / "model.pt").exists() and len(part.history) == 2
     rest = train(tiny_setup(), *data, tmp_path / "state.pt", tmp_path / "model.pt")
     assert rest.resumed_from_epoch == 2 and len(rest.history) == 4
-    full, resumed = weights(tmp_path / "full_state.pt", "model"), weights(tmp_path / "state.pt", "model")
-    for k in full:
-        assert torch.equal(full[k], resumed[k]), k
+    assert_same_weights(weights(tmp_path / "full_state.pt", "model"), weights(tmp_path / "state.pt", "model"))
     assert [r["train/loss"] for r in load_checkpoint(tmp_path / "full.pt")["history"]] == [r["train/loss"] for r in rest.history]
 
 
-def test_changed_params_do_not_resume(tmp_path, data):
-    train(tiny_setup(epochs=2), *data, tmp_path / "state.pt", tmp_path / "model.pt")
-    res = train(tiny_setup(epochs=2, lr=1e-3), *data, tmp_path / "state.pt", tmp_path / "model.pt")
-    assert res.resumed_from_epoch == 0
-    # bookkeeping keys (device, how often to checkpoint/validate) do not invalidate a run
-    res = train(tiny_setup(epochs=3, lr=1e-3, checkpoint_every=2), *data, tmp_path / "state.pt", tmp_path / "model.pt")
-    assert res.resumed_from_epoch == 0  # epochs is part of the experiment (a different run length)
+def test_another_experiment_parks_the_state_and_it_resumes_later(tmp_path, data, capsys):
+    """Issue 10: interrupted experiment A, then experiment B in the same place, then A again: A resumes
+    where it stopped and ends bit-identical to an uninterrupted A; B's state is kept too."""
+    A, B = tiny_setup(), tiny_setup(lr=1e-3)
+    train(A, *data, tmp_path / "ref_state.pt", tmp_path / "ref.pt")
+    state, model = tmp_path / "train_state.pt", tmp_path / "model.pt"
+    train(A, *data, state, model, stop_after_epochs=2)
+    b = train(B, *data, state, model)
+    assert b.resumed_from_epoch == 0
+    assert "belongs to another experiment" in capsys.readouterr().out
+    parked = sorted(p.name for p in tmp_path.glob("train_state.*.pt"))
+    assert len(parked) == 1, parked  # A's state, parked under its key
+    a = train(A, *data, state, model)
+    assert a.resumed_from_epoch == 2
+    assert_same_weights(weights(tmp_path / "ref.pt"), weights(model))
+    assert (tmp_path / "ref.pt").read_bytes() == model.read_bytes()
+    # B's finished state was parked in turn; running B again resumes it instead of retraining
+    assert len(list(tmp_path.glob("train_state.*.pt"))) == 1
+    assert train(B, *data, state, model).resumed_from_epoch == 4
+
+
+def test_bookkeeping_params_resume_but_the_experiment_params_do_not(tmp_path, data):
+    train(tiny_setup(), *data, tmp_path / "state.pt", tmp_path / "model.pt", stop_after_epochs=2)
+    assert train(tiny_setup(checkpoint_every=3, val_every=1), *data, tmp_path / "state.pt", tmp_path / "model.pt",
+                 stop_after_epochs=1).resumed_from_epoch == 2
+    assert train(tiny_setup(epochs=5), *data, tmp_path / "state.pt", tmp_path / "model.pt").resumed_from_epoch == 0  # run length
+    assert train(tiny_setup(seed=1), *data, tmp_path / "state.pt", tmp_path / "model.pt").resumed_from_epoch == 0
+    x, v = data
+    x2 = x.copy()
+    x2[0, 0, 0, 0] ^= 1  # one pixel of the data
+    assert train(tiny_setup(), x2, v, tmp_path / "state.pt", tmp_path / "model.pt").resumed_from_epoch == 0
+
+
+def damaged(kind: str, good: bytes) -> bytes:
+    if kind == "truncated":
+        return good[: len(good) // 2]
+    if kind == "empty":
+        return b""
+    if kind == "garbage":
+        return bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "garbage", "pickled-code"])
+def test_damaged_state_is_moved_aside_and_training_starts_afresh(tmp_path, data, capsys, kind):
+    """Issue 10: a damaged models/train_state.pt costs one line, never a traceback; the file is kept aside."""
+    state, model = tmp_path / "train_state.pt", tmp_path / "model.pt"
+    train(tiny_setup(epochs=2), *data, state, model)
+    fresh = model.read_bytes()
+    model.unlink()
+    if kind == "pickled-code":  # a pickle that would call a function on load (weights_only refuses it)
+        torch.save({"x": Path("/nonexistent")}, state)
+    else:
+        state.write_bytes(damaged(kind, state.read_bytes()))
+    capsys.readouterr()
+    res = train(tiny_setup(epochs=2), *data, state, model)
+    out = capsys.readouterr().out
+    assert res.resumed_from_epoch == 0 and model.read_bytes() == fresh
+    aside = list(tmp_path.glob("train_state.pt.corrupt-*"))
+    assert len(aside) == 1
+    line = next(ln for ln in out.splitlines() if "corrupt-" in ln)
+    assert str(state) in line and "starting afresh" in line and "weights_only" not in out
+
+
+def test_damaged_state_through_the_stage_is_one_line(tmp_path):
+    from .test_kill_resume import env, setup_run
+
+    cmd = setup_run(tmp_path, epochs=2)
+    (tmp_path / "state.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    r = subprocess.run(cmd, env=env(), capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Traceback" not in r.stdout + r.stderr and "weights_only" not in r.stdout + r.stderr
+    assert "not a readable checkpoint" in r.stdout and (tmp_path / "model.pt").is_file()
+
+
+def test_unreadable_model_file_is_one_line(tmp_path):
+    p = tmp_path / "model.pt"
+    p.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match=r"model\.pt: not a readable checkpoint") as e:
+        load_checkpoint(p)
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
-    import ddpmlab.training.loop as T
+    import ddpmlab.training.loop as L
 
-    real, calls = T.per_sample_loss, []
+    real, calls = L.per_sample_loss, []
 
     def poisoned(*a, **k):  # the 5th training step (first of epoch 2) produces NaN
         out = real(*a, **k)
@@ -90,7 +200,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypat
                 return out * float("nan")
         return out
 
-    monkeypatch.setattr(T, "per_sample_loss", poisoned)
+    monkeypatch.setattr(L, "per_sample_loss", poisoned)
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 4.*last good checkpoint"):
         train(tiny_setup(epochs=3), *data, tmp_path / "state.pt", tmp_path / "model.pt")
     state = load_checkpoint(tmp_path / "state.pt")
@@ -103,3 +213,63 @@ def test_checkpoints_load_with_weights_only(tmp_path, data):
     train(tiny_setup(epochs=1), *data, tmp_path / "state.pt", tmp_path / "model.pt")
     torch.load(tmp_path / "state.pt", weights_only=True)
     torch.load(tmp_path / "model.pt", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The resume key follows the import closure of stages/train.py
+
+
+def test_code_files_are_the_train_stage_deps_of_dvc_yaml():
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    listed = {d for d in deps if d.startswith(("src/", "stages/"))}
+    hashed = {p.relative_to(ROOT).as_posix() for p in code_files(ROOT / "stages/train.py")}
+    assert hashed == listed, f"hashed only: {sorted(hashed - listed)}, listed only: {sorted(listed - hashed)}"
+    assert "src/ddpmlab/data/images.py" in hashed and "src/ddpmlab/model/unet.py" in hashed
+
+
+def test_code_fingerprint_changes_with_every_closure_file_and_no_other(tmp_path):
+    shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (tmp_path / "stages").mkdir()
+    shutil.copy(ROOT / "stages/train.py", tmp_path / "stages/train.py")
+    entry, src = tmp_path / "stages/train.py", tmp_path / "src"
+    base = code_fingerprint(entry, src)
+    closure = code_files(entry, src)
+    images = src / "ddpmlab/data/images.py"
+    assert images in closure
+    for f in closure:  # e.g. a change to to_model's pixel scaling must not resume into the old run
+        old = f.read_bytes()
+        f.write_bytes(old + b"\n# changed\n")
+        assert code_fingerprint(entry, src) != base, f
+        f.write_bytes(old)
+    assert code_fingerprint(entry, src) == base
+    fid = src / "ddpmlab/evaluation/fid.py"
+    assert fid not in closure
+    fid.write_bytes(fid.read_bytes() + b"\n# unrelated\n")
+    assert code_fingerprint(entry, src) == base
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line():
+    with pytest.raises(DeviceError, match=r"no CUDA device is visible.*use auto or cpu") as e:
+        resolve_device("cuda")
+    assert "\n" not in str(e.value)
+    with pytest.raises(DeviceError, match="unknown"):
+        resolve_device("tpu")
+    assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_train_stage_with_cuda_without_a_gpu_is_one_line(tmp_path):
+    from .test_kill_resume import env, setup_run
+
+    cmd = setup_run(tmp_path, epochs=1)
+    p = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    p["train"]["device"] = "cuda"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    r = subprocess.run(cmd, env=env(), capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "train.device" in r.stderr and "no CUDA device" in r.stderr, r.stderr

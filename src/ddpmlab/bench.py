@@ -1,7 +1,7 @@
 """Training and sampling speed, side by side, on the current device.
 
     python -m ddpmlab.bench                      # DDPM CIFAR-10 preset; batch 128 on CUDA, 8 on CPU
-    python -m ddpmlab.bench --preset default --batch 32
+    python -m ddpmlab.bench --preset default --batch 32   # params.yaml's network (read from --params)
 
 Times, for the same architecture and batch:
   (a) this project's training step (forward, loss, backward, optimizer, EMA), with its device
@@ -24,19 +24,29 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ddpmlab.config import ModelConfig, TrainConfig
+from pathlib import Path
+
+from ddpmlab.device import DEVICES, DeviceError, resolve_device
 from ddpmlab.diffusion.schedule import Schedule, linear_betas, q_sample
-from ddpmlab.training.loop import make_runtime, train_step
-from ddpmlab.model.unet import UNet, count_params
+from ddpmlab.model.unet import UNet, UNetConfig, count_params
+from ddpmlab.schema import ParamsError, TrainParams, load_params
+from ddpmlab.training.loop import TrainSetup, train_step
+from ddpmlab.training.runtime import make_runtime
 
 PRESETS = {
     # Ho et al. 2020 CIFAR-10: 35.7M parameters
-    "cifar10": ModelConfig(32, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, norm_groups=32),
-    # params.yaml's CPU default: 2.25M parameters
-    "default": ModelConfig(32, ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(8,), dropout=0.0, norm_groups=8),
+    "cifar10": UNetConfig(32, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, norm_groups=32),
     # the README's GPU preset at 64x64
-    "pokemon64": ModelConfig(64, ch=64, ch_mult=(1, 2, 4, 8), num_res_blocks=2, attn_resolutions=(16, 8), dropout=0.1, norm_groups=32),
+    "pokemon64": UNetConfig(64, ch=64, ch_mult=(1, 2, 4, 8), num_res_blocks=2, attn_resolutions=(16, 8), dropout=0.1, norm_groups=32),
 }
+PRESET_NAMES = ("cifar10", "default", "pokemon64")  # default: params.yaml's network, read from --params
+
+
+def preset(name: str, params: Path = Path("params.yaml")) -> UNetConfig:
+    """The network of a preset; "default" is exactly what the train stage builds from `params` (RGB)."""
+    if name == "default":
+        return TrainSetup.from_params(load_params(params), in_channels=3).model
+    return PRESETS[name]
 
 
 def _sync(device):
@@ -56,11 +66,11 @@ def timeit(fn, steps: int, warmup: int, device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def flops_per_image(model, cfg: ModelConfig, device, train: bool) -> float:
+def flops_per_image(model, cfg: UNetConfig, device, train: bool) -> float:
     """FLOPs of one image's forward (and backward when train) by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.randn(2, 3, cfg.image_size, cfg.image_size, device=device)
+    x = torch.randn(2, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     t = torch.tensor([1, 500], device=device)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -75,10 +85,10 @@ def flops_per_image(model, cfg: ModelConfig, device, train: bool) -> float:
 # (a) the project's step
 
 
-def project_step(cfg: ModelConfig, batch: int, device, compile_: bool):
-    tc = TrainConfig(device=device.type, epochs=1, batch_size=batch, lr=2e-4, weight_decay=0.0, warmup_steps=0, grad_clip=1.0,
-                     ema_decay=0.9999, hflip=True, val_every=1, val_draws=1, checkpoint_every=1, seed=0, bf16=True, compile=compile_)
-    rt = make_runtime(tc)
+def project_step(cfg: UNetConfig, batch: int, device, compile_: bool):
+    tc = TrainParams(device=device.type, epochs=1, batch_size=batch, lr=2e-4, weight_decay=0.0, warmup_steps=0, grad_clip=1.0,
+                     ema_decay=0.9999, hflip=True, val_every=1, val_draws=1, checkpoint_every=1, bf16=True, compile=compile_, processes=1)
+    rt = make_runtime(tc.device, tc.bf16)
     cuda = rt.device.type == "cuda"
     model = UNet(cfg).to(device)
     if rt.channels_last:
@@ -86,18 +96,18 @@ def project_step(cfg: ModelConfig, batch: int, device, compile_: bool):
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, fused=cuda)
     net = torch.compile(model) if compile_ else model
-    xs = rt.layout(torch.rand(max(batch, 256), 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1)
+    xs = rt.layout(torch.rand(max(batch, 256), cfg.in_channels, cfg.image_size, cfg.image_size, device=device) * 2 - 1)
     sched = Schedule(linear_betas(1000))
     state = {"step": 0}
     idx = torch.arange(batch)
 
     def step():
-        train_step(net, model, ema, opt, sched, xs, idx, state["step"], tc, rt)
+        train_step(net, model, ema, opt, sched, xs, idx, state["step"], tc, 0, rt)
         state["step"] += 1
 
     @torch.inference_mode()
     def forward(n):
-        x = rt.layout(torch.randn(n, 3, cfg.image_size, cfg.image_size, device=device))
+        x = rt.layout(torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, device=device))
         t = torch.randint(0, 1000, (n,), device=device)
         with rt.autocast():
             return net(x, t)
@@ -109,13 +119,13 @@ def project_step(cfg: ModelConfig, batch: int, device, compile_: bool):
 # (b) the plain fp32 eager reference
 
 
-def reference_step(cfg: ModelConfig, batch: int, device):
+def reference_step(cfg: UNetConfig, batch: int, device):
     torch.manual_seed(0)
     model = UNet(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4, foreach=False)
     sched = Schedule(linear_betas(1000))
-    data = torch.rand(batch, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
+    data = torch.rand(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device) * 2 - 1
 
     def step():
         t = torch.randint(0, 1000, (batch,), device=device)
@@ -131,7 +141,7 @@ def reference_step(cfg: ModelConfig, batch: int, device):
 
     @torch.no_grad()
     def forward(n):
-        return model(torch.randn(n, 3, cfg.image_size, cfg.image_size, device=device), torch.randint(0, 1000, (n,), device=device))
+        return model(torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, device=device), torch.randint(0, 1000, (n,), device=device))
 
     return step, forward
 
@@ -140,7 +150,7 @@ def reference_step(cfg: ModelConfig, batch: int, device):
 # (c) diffusers, when installed
 
 
-def diffusers_step(cfg: ModelConfig, batch: int, device, bf16: bool):
+def diffusers_step(cfg: UNetConfig, batch: int, device, bf16: bool):
     from diffusers import UNet2DModel
 
     res, down, up = cfg.image_size, [], []
@@ -148,11 +158,11 @@ def diffusers_step(cfg: ModelConfig, batch: int, device, bf16: bool):
         down.append("AttnDownBlock2D" if res in cfg.attn_resolutions else "DownBlock2D")
         res //= 2 if level < len(cfg.ch_mult) - 1 else 1
     up = [b.replace("Down", "Up") for b in reversed(down)]
-    model = UNet2DModel(sample_size=cfg.image_size, in_channels=3, out_channels=3, block_out_channels=[cfg.ch * m for m in cfg.ch_mult],
+    model = UNet2DModel(sample_size=cfg.image_size, in_channels=cfg.in_channels, out_channels=cfg.in_channels, block_out_channels=[cfg.ch * m for m in cfg.ch_mult],
                         layers_per_block=cfg.num_res_blocks, down_block_types=down, up_block_types=up, norm_num_groups=cfg.norm_groups,
                         dropout=cfg.dropout, attention_head_dim=None).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
-    data = torch.rand(batch, 3, cfg.image_size, cfg.image_size, device=device) * 2 - 1
+    data = torch.rand(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device) * 2 - 1
     sched = Schedule(linear_betas(1000))
     ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
@@ -180,22 +190,23 @@ def device_name(device) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="cifar10")
+    ap.add_argument("--preset", choices=PRESET_NAMES, default="cifar10", help="default: params.yaml's network")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml for --preset default")
     ap.add_argument("--batch", type=int, help="training batch (default: 128 on CUDA, 8 on CPU)")
     ap.add_argument("--forward-batch", type=int, help="denoiser forward batch (default: 256 on CUDA, 16 on CPU)")
     ap.add_argument("--steps", type=int, help="timed steps (default: 20 on CUDA, 3 on CPU)")
     ap.add_argument("--warmup", type=int, help="untimed steps first (default: 5 on CUDA, 1 on CPU)")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument("--compile", action="store_true", help="torch.compile the project's network")
     ap.add_argument("--no-diffusers", action="store_true", help="skip (c) even if diffusers is installed")
     args = ap.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     batch = args.batch or (128 if cuda else 8)
     fbatch = args.forward_batch or (256 if cuda else 16)
     steps = args.steps or (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    cfg = PRESETS[args.preset]
+    cfg = preset(args.preset, args.params)
 
     model, step, forward = project_step(cfg, batch, device, args.compile)
     ref_step, ref_forward = reference_step(cfg, batch, device)
@@ -244,4 +255,9 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    try:
+        main()
+    except (ParamsError, DeviceError) as e:
+        sys.exit(f"bench: {e}")

@@ -5,7 +5,8 @@
     python -m ddpmlab.compare --out reports/compare
 
 Reads `dvc exp show --json` for params and metrics and `dvc.api` for the files of each revision
-(loss tables, sample grids), never private paths of a run. Writes compare.md with PNGs beside it.
+(loss tables, sample grids), found through dvc.yaml (`reporting.dvcyaml`), never by paths of its own.
+Writes compare.md with PNGs beside it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-LOSS_TSV = {"train": "reports/train/plots/metrics/train/loss.tsv", "val": "reports/train/plots/metrics/val/loss.tsv"}
-GRID = "reports/sample/grid.png"
+from ddpmlab.reporting import dvcyaml
+
+# What is drawn, named by (stage, file) or by dvclive metric; dvc.yaml says where each lives.
+LOSS_SERIES = {"train": ("train", "train/loss"), "val": ("train", "val/loss")}  # dvclive metric names
+GRID = ("sample", "grid.png")
 
 
 @dataclass
@@ -128,6 +132,17 @@ def tables(exps: list[Exp]) -> str:
     return "\n".join(lines)
 
 
+def prc_note(exps: list[Exp]) -> str:
+    """Says at which N and k each run's precision and recall were computed (they depend on both)."""
+    at = sorted({(e.metrics.get("evaluate:prc_k"), e.metrics.get("evaluate:n_generated"), e.metrics.get("evaluate:n_reference"))
+                 for e in exps if "evaluate:precision" in e.metrics}, key=str)
+    if not at:
+        return ""
+    where = "; ".join(f"k = {k}, {g} generated vs {r} reference images" for k, g, r in at)
+    return ("Precision and recall: Kynkäänniemi et al. 2019, k-NN manifolds on Inception pool features "
+            f"({where}). Compare them only at equal N and k." + (" **The runs differ in N or k.**" if len(at) > 1 else ""))
+
+
 def _read(path: str, rev: str | None, mode: str = "r"):
     import dvc.api
 
@@ -148,16 +163,18 @@ def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> str:
     return path.name
 
 
-def figures(exps: list[Exp], out: Path) -> list[str]:
+def figures(exps: list[Exp], out: Path, dvc: dict) -> list[str]:
+    """Overlaid loss curves, sqrt(alpha_bar_t) of each run, precision against recall, sample grids side by side."""
     from ddpmlab.reporting import plotting
     from ddpmlab.diffusion.schedule import Schedule, make_betas
 
     plt = plotting.plt
     made = []
+    loss_tsv = {split: dvcyaml.live_series(dvc, *where) for split, where in LOSS_SERIES.items()}
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, e in enumerate(exps):
         for split, style in (("train", "-"), ("val", "o--")):
-            text = _read(LOSS_TSV[split], e.rev)
+            text = _read(loss_tsv[split], e.rev)
             if text:
                 rows = np.array([line.split("\t") for line in text.strip().splitlines()[1:]], dtype=float)
                 ax.plot(rows[:, 0] + 1, rows[:, -1], style, color=f"C{i}", ms=3, lw=1, label=f"{e.name} {split}")
@@ -173,9 +190,24 @@ def figures(exps: list[Exp], out: Path) -> list[str]:
         ax.plot(np.arange(1, s.T + 1), s.sqrt_alpha_bar, color=f"C{i}", label=f"{e.name}: {p.get('schedule.name')} T={s.T}")
     made.append(_finish(fig, ax, "t", "sqrt(alpha_bar_t)", out / "sqrt_alpha_bar.png"))
 
+    pr = [(i, e) for i, e in enumerate(exps) if all(isinstance(e.metrics.get(f"evaluate:{k}"), (int, float)) for k in ("precision", "recall"))]
+    if pr:
+        fig, ax = plt.subplots(figsize=(4.6, 4.2))
+        for i, e in pr:
+            ax.plot(e.metrics["evaluate:recall"], e.metrics["evaluate:precision"], "o", color=f"C{i}", label=e.name)
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("recall (coverage of the training images)")
+        ax.set_ylabel("precision (samples on the data manifold)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        plotting.save(fig, out / "precision_recall.png")
+        made.append("precision_recall.png")
+
     from PIL import Image
 
-    grids = [(e.name, _read(GRID, e.rev, "rb")) for e in exps]
+    grid = dvcyaml.output(dvc, *GRID)
+    grids = [(e.name, _read(grid, e.rev, "rb")) for e in exps]
     grids = [(n, Image.open(io.BytesIO(b)).convert("RGB")) for n, b in grids if b]
     if grids:
         fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
@@ -192,13 +224,20 @@ def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exps", nargs="*", help="experiment names or revisions; the first is the baseline (default: see above)")
     ap.add_argument("--out", type=Path, default=Path("reports/compare"), help="output folder (default: reports/compare)")
+    ap.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"), help="the pipeline that says where each file lives")
     args = ap.parse_args(argv)
+    try:
+        dvc = dvcyaml.load(args.dvc_yaml)
+        dvcyaml.output(dvc, *GRID)
+    except dvcyaml.DvcYamlError as e:
+        sys.exit(f"compare: {e}")
     exps = select(exp_show(), args.exps)
     if not exps:
         sys.exit("compare: nothing to compare (no commit or experiment found)")
     args.out.mkdir(parents=True, exist_ok=True)
-    made = figures(exps, args.out)
-    md = "\n".join([f"## Experiment comparison: {', '.join(e.name for e in exps)}", "", tables(exps), ""] + [f"![{m}]({m})" for m in made]) + "\n"
+    made = figures(exps, args.out, dvc)
+    md = "\n".join([f"## Experiment comparison: {', '.join(e.name for e in exps)}", "", tables(exps), "", prc_note(exps), ""]
+                   + [f"![{m}]({m})" for m in made]) + "\n"
     (args.out / "compare.md").write_text(md)
     print(md)
     return args.out / "compare.md"

@@ -3,9 +3,10 @@
     python -m ddpmlab.gate smoke-base                       # check; exit 1 naming every regression
     python -m ddpmlab.gate smoke-base --write-baseline      # record this run as the new baseline
 
-params.yaml `gate.rules`: each names a metric as `<stage folder>:<key>` (as `python -m ddpmlab.compare`
-shows them, e.g. `train:val.loss`), whether lower or higher is better, and the tolerated worsening
-in percent and/or absolute units. A metric missing from the run fails the gate (never a silent pass).
+params.yaml `gate.rules` (validated by `schema.GateParams`): each names a metric as `<stage folder>:<key>`
+(as `python -m ddpmlab.compare` shows them, e.g. `train:val.loss`), whether lower or higher is better,
+and the tolerated worsening in percent or absolute units. A metric missing from the run fails the gate
+(never a silent pass).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddpmlab.compare import exp_show, select
-from ddpmlab.config import get, load_params
-from ddpmlab.errors import ParamError
+from ddpmlab.schema import GateParams, ParamsError, load_params
 
 
 @dataclass
@@ -28,18 +28,6 @@ class Rule:
     better: str  # lower | higher
     max_worse_pct: float | None
     max_worse_abs: float | None
-
-    @classmethod
-    def parse(cls, i: int, r) -> "Rule":
-        key = f"gate.rules[{i}]"
-        if not isinstance(r, dict) or not isinstance(r.get("metric"), str):
-            raise ParamError(key, r, "a mapping with metric, better (lower|higher), max_worse_pct and/or max_worse_abs")
-        if r.get("better") not in ("lower", "higher"):
-            raise ParamError(f"{key}.better", r.get("better"), "lower or higher")
-        pct, ab = r.get("max_worse_pct"), r.get("max_worse_abs")
-        if pct is None and ab is None:
-            raise ParamError(key, r, "at least one of max_worse_pct, max_worse_abs")
-        return cls(r["metric"], r["better"], None if pct is None else float(pct), None if ab is None else float(ab))
 
     def check(self, baseline: dict, new: dict) -> str | None:
         """None if within tolerance, else a readable message naming metric, baseline, new value and tolerance."""
@@ -64,11 +52,8 @@ class Rule:
                 f"({self.better} is better); tolerance {tol}")
 
 
-def rules_from_params(params: dict) -> list[Rule]:
-    rules = get(params, "gate.rules")
-    if not isinstance(rules, list) or not rules:
-        raise ParamError("gate.rules", rules, "a non-empty list of rules")
-    return [Rule.parse(i, r) for i, r in enumerate(rules)]
+def rules_from_params(gate: GateParams) -> list[Rule]:
+    return [Rule(r.metric, r.better, r.max_worse_pct, r.max_worse_abs) for r in gate.rules]
 
 
 def run_gate(rules: list[Rule], baseline: dict, metrics: dict) -> list[str]:
@@ -83,11 +68,10 @@ def main(argv=None) -> int:
     ap.add_argument("--write-baseline", action="store_true", help="store this run's gated metrics as the baseline")
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params)
-        rules = rules_from_params(params)
-        path = args.baseline or Path(get(params, "gate.baseline"))
-    except ParamError as e:
+        P = load_params(args.params)
+    except ParamsError as e:
         sys.exit(f"gate: {e}")
+    rules, path = rules_from_params(P.gate), args.baseline or Path(P.gate.baseline)
     exp = select(exp_show(), [args.exp])[0]
     if args.write_baseline:
         path.parent.mkdir(parents=True, exist_ok=True)

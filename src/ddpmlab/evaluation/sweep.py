@@ -25,10 +25,14 @@ from ddpmlab.diffusion.sampling import SamplerSpec
 from ddpmlab.diffusion.schedule import Schedule
 from ddpmlab.evaluation.metrics import Extractor, MetricSpec, feature_metrics
 from ddpmlab.io import write_json
-from ddpmlab.training.loop import build_model_from_checkpoint
+from ddpmlab.training.checkpoint import build_model_from_checkpoint
 
 COLUMNS = ["sampler", "steps", "eta", "fid", "kid", "kid_std", "precision", "recall", "prc_k",
            "n_generated", "n_reference", "kid_subset_size", "seconds"]
+
+
+class CheckpointMismatch(ValueError):
+    """params.yaml's T or schedule differ from those the checkpoint was trained with (one line)."""
 
 
 def sweep_specs(steps: Sequence[int], etas: Sequence[float], ddpm: bool, T: int) -> list[SamplerSpec]:
@@ -38,7 +42,7 @@ def sweep_specs(steps: Sequence[int], etas: Sequence[float], ddpm: bool, T: int)
     refuses them against params T, this against the checkpoint's T)."""
     too_many = sorted(s for s in set(steps) if s > T)
     if too_many:
-        raise ValueError(f"sweep.steps {too_many} exceed the checkpoint's T = {T}")
+        raise CheckpointMismatch(f"sweep.steps {too_many} exceed the checkpoint's T = {T}")
     out = [SamplerSpec("ddim", int(s), float(e)) for e in sorted(set(float(e) for e in etas)) for s in sorted(set(steps))]
     if ddpm:
         out.append(SamplerSpec("ddpm", T))
@@ -96,10 +100,6 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
     axes[2].set_ylim(-0.03, 1.03)
     axes[0].set_title(f"{int(r['n_generated'])} samples vs {int(r['n_reference'])} reference images", fontsize=9)
     return plotting.save(fig, path)
-
-
-class CheckpointMismatch(ValueError):
-    """params.yaml's T or schedule differ from those the checkpoint was trained with (one line)."""
 
 
 def sweep_checkpoint(ckpt: dict, P, extract: Extractor, ref: np.ndarray, device) -> pd.DataFrame:

@@ -14,6 +14,30 @@ import pandas as pd
 from ddpmlab.residuals import check as R
 from ddpmlab.io import read_json
 from ddpmlab.evaluation.memorization import Memorization
+from ddpmlab.reporting import dvcyaml
+
+# What the report reads: key -> (the stage that writes it, its file name). The folders are dvc.yaml's
+# (the report stage's deps); `inputs` resolves them there, so no path is written twice.
+INPUTS = {
+    "prepare_stats": ("prepare", "stats.json"), "contact_sheet": ("prepare", "contact_sheet.png"), "raw_sizes": ("prepare", "raw_sizes.png"),
+    "schedule_metrics": ("schedule", "metrics.json"), "schedule_table": ("schedule", "terminal.csv"),
+    "schedule_plot": ("schedule", "sqrt_alpha_bar.png"), "forward": ("schedule", "forward_process.png"),
+    "train_metrics": ("train", "metrics.json"), "train_speed": ("train", "speed.json"), "loss_plot": ("train", "loss.png"),
+    "residual_metrics": ("residuals", "metrics.json"), "loss_by_t": ("residuals", "loss_by_t.csv"),
+    "loss_by_t_plot": ("residuals", "loss_by_t.png"), "qq": ("residuals", "qq.png"), "autocorr": ("residuals", "autocorr.png"),
+    "spikes": ("residuals", "spikes.png"),
+    "sampling": ("sample", "sampling.json"), "grid": ("sample", "grid.png"), "trajectory": ("sample", "trajectory.png"),
+    "trajectory_gif": ("sample", "trajectory.gif"),
+    "evaluate_metrics": ("evaluate", "metrics.json"), "sweep_table": ("sweep", "sweep.csv"), "sweep_plot": ("sweep", "sweep.png"),
+    "memorization_metrics": ("memorization", "metrics.json"), "nn_distances": ("memorization", "nn_distances.png"),
+    "closest_pairs": ("memorization", "closest_pairs.png"),
+}
+
+
+def inputs(dvc_yaml: str | Path = "dvc.yaml", stage: str = "report") -> dict[str, Path]:
+    """INPUTS resolved against dvc.yaml: key -> path (a DvcYamlError line if dvc.yaml and INPUTS disagree)."""
+    found = dvcyaml.stage_inputs(dvcyaml.load(dvc_yaml), stage, INPUTS)
+    return {k: Path(dvc_yaml).parent / p for k, p in found.items()}  # dvc.yaml's paths are relative to its folder
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -35,7 +59,7 @@ def _table(rows: list[tuple]) -> str:
 
 
 def build(paths: dict, params: dict, out: Path) -> str:
-    """paths: name -> Path of every input (see stages/report.py). Returns the markdown."""
+    """paths: key -> Path of every input (INPUTS; `inputs()` reads them from dvc.yaml). Returns the markdown."""
     d = out.parent
     img = lambda key, alt: f"![{alt}]({_rel(paths[key], d)})"  # noqa: E731
     prep = read_json(paths["prepare_stats"])
@@ -53,8 +77,8 @@ def build(paths: dict, params: dict, out: Path) -> str:
     sweep_line = (f"lowest KID {best['kid']:.4f} ± {best['kid_std']:.4f} with {best['sampler'].upper()} {int(best['steps'])} steps"
                   + (f", eta {best['eta']:g}" if best["sampler"] == "ddim" else "")
                   + f" ({int(best['n_generated'])} samples per setting vs {int(best['n_reference'])} training images; FID at this N is biased, read KID)")
-    chi_line = R.from_metrics(R.ChiSquaredResult, res, "chi2_").reading()
-    spike_line = R.from_metrics(R.SpikeResult, res, "spike_").reading()
+    chi = R.from_metrics(R.CheckResult, res, "chi2_")
+    spikes = R.from_metrics(R.SpikeResult, res, "spike_")
     mem_line = R.from_metrics(Memorization, mem, "mem_").reading()
     warn_T = (
         f"\n> **Warning:** sqrt(alpha_bar_T) = {sched['sqrt_alpha_bar_T']:.3g} is above the threshold "
@@ -82,15 +106,18 @@ sampler {smp['sampler']} with {smp['steps']} steps.
     ("KID ± std", f"{ev['kid']:.4f} ± {ev['kid_std']:.4f}"),
     ("images: generated / reference", f"{ev['n_generated']} / {ev['n_reference']}"),
     ("KID subsets x subset size", f"{ev['kid_subsets']} x {ev['kid_subset_size']}"),
+    (f"precision / recall (k = {ev['prc_k']})", f"{ev['precision']:.3f} / {ev['recall']:.3f}"),
     ("validation loss (EMA)", train.get('val', {}).get('loss')),
-    ("chi-squared verdict", "pass" if res['chi2_verdict'] else "fail"),
+    ("chi-squared check", "consistent" if chi.verdict else "not consistent: " + ", ".join(chi.failed()) + " fail"),
     ("near-copies (pixel / feature)", f"{100 * mem['mem_near_copy_fraction_pixel']:.1f}% / {100 * mem['mem_near_copy_fraction_feature']:.1f}%"),
     ("sqrt(alpha_bar_T)", sched['sqrt_alpha_bar_T']),
 ])}
 {warn_fid}
+{prc_reading(ev)}
+
 {img('grid', 'samples')}
 
-Denoising trajectories (rows: images, columns: x_t from t = T to 0):
+Denoising trajectories (rows: images, columns: x_t from t = T to 0; [animated]({_rel(paths['trajectory_gif'], d)})):
 
 {img('trajectory', 'trajectory')}
 
@@ -122,28 +149,7 @@ Forward process on one training image at t = {sched['forward_t']}:
 
 ## Residuals: the chi-squared check
 
-**Reading:** {chi_line}.
-
-**Loss spikes:** {spike_line}.
-
-{_table([
-    ("KS distance of z^2 from chi-squared(1)", res['chi2_ks']),
-    ("excess kurtosis of z", res['chi2_excess_kurtosis']),
-    ("dispersion var(sum z^2) / 2D", res['chi2_dispersion_ratio']),
-    ("D = C*H*W", res['chi2_D']),
-    ("residual elements tested", res['chi2_n_residuals']),
-    ("train-loss spread observed / predicted", res.get('spike_ratio')),
-    ("observed epoch std / predicted", f"{_fmt(res.get('spike_observed_std'))} / {_fmt(res.get('spike_predicted_std'))}"),
-])}
-
-Validation loss by timestep bin:
-
-{by_t.to_markdown(index=False, floatfmt='.4g')}
-
-{img('loss_by_t_plot', 'loss by t')}
-{img('qq', 'QQ plots')}
-{img('hist', 'histograms')}
-{img('spikes', 'loss spikes')}
+{residuals_section(chi, spikes, by_t, img)}
 
 ## Sampler sweep
 
@@ -167,6 +173,55 @@ Closest samples (top) and their nearest training images (bottom, possibly mirror
 """
     out.write_text(md)
     return md
+
+
+def prc_reading(ev: dict) -> str:
+    """How to read precision and recall, with the N and k they were computed at."""
+    return (f"Precision and recall (Kynkäänniemi et al. 2019) on Inception pool features, {ev['n_generated']} generated vs "
+            f"{ev['n_reference']} training images, manifolds as unions of k-NN balls with k = {ev['prc_k']}: precision "
+            f"{ev['precision']:.3f} is the share of samples inside the training images' manifold (realism), recall "
+            f"{ev['recall']:.3f} the share of training images inside the samples' manifold (coverage). Low precision: "
+            "samples off the data (blobs); low recall: missing modes (collapse); both near 1 with near-copies: memorization.")
+
+
+def residuals_section(chi: R.CheckResult, spikes: R.SpikeResult, by_t: pd.DataFrame, img) -> str:
+    """The chi-squared check: the verdict, one sentence per component, every test, sigma^2(t) and the figures."""
+    tests = ["| component | test | statistic | p | effect [95% CI] | rejected |", "|---|---|---|---|---|---|"]
+    for comp, names in R.COMPONENTS.items():
+        for n in names:
+            x = chi.test(n)
+            tests.append(f"| {comp} | {R.TEST_LABELS[n]} | {_fmt(x.statistic)} | {x.p:.2g} | {x.effect:.4g} [{x.lo:.4g}, {x.hi:.4g}] | {_fmt(x.rejected)} |")
+    return f"""**Verdict:** {chi.verdict_reading()}.
+
+- **Marginal shape.** {chi.marginal_reading()}.
+- **Correlation.** {chi.correlation_reading()}.
+- **Scale per t.** {chi.scale_reading()}.
+- **Loss spikes.** {spikes.reading()[0].upper() + spikes.reading()[1:]}.
+
+{chi.n_rows} residual rows (validation images x noise draws at {chi.n_t} t values, at least {chi.rows_per_t_min} rows per t), D = {chi.D} elements each;
+each test's p-value is from its null distribution, and Holm's step-down over the {chi.n_tests} tests keeps the family-wise
+false-alarm rate at {chi.alpha:g}. Effects are pooled over the t grid (narrow strata at small t). The KS distance of z^2 from
+chi-squared(1) (descriptive, not a test) is {chi.ks:.4f}.
+
+{chr(10).join(tests)}
+
+sigma^2(t), the validation MSE at each t of the grid, with its 95% CI over rows (the loss-spike prediction integrates it over t
+with the stratum weights; observed / predicted epoch spread {spikes.observed_std:.3g} / {spikes.predicted_std:.3g}):
+
+{img('loss_by_t_plot', 'sigma^2(t)')}
+
+{by_t.to_markdown(index=False, floatfmt='.4g')}
+
+Standardised residuals z = r / sigma_hat(t) against N(0, 1), and the scale of each image's top half against its bottom half:
+
+{img('qq', 'QQ plot')}
+
+Autocorrelation of the residual inside an image by lag, across channels, and the statistics by t:
+
+{img('autocorr', 'autocorrelation')}
+
+{img('spikes', 'loss spikes')}
+"""
 
 
 def schedule_reading(s: dict) -> str:

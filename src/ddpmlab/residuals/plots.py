@@ -1,4 +1,10 @@
-"""Figures of the chi-squared check (kept apart from the statistics so tests need no matplotlib)."""
+"""Figures of the chi-squared check (kept apart from the statistics so tests need no matplotlib).
+
+loss_by_t.png  sigma^2(t) at each t of the grid with its 95% CI
+qq.png         QQ plot and log-density of z = r / sigma_hat(t) against N(0, 1); top- vs bottom-half scale per image
+autocorr.png   autocorrelation of r inside an image by lag (dy, dx), channel correlations, the statistics by t
+spikes.png     train loss per epoch against the band chi-squared sampling noise predicts
+"""
 
 from __future__ import annotations
 
@@ -8,76 +14,130 @@ import numpy as np
 from scipy import stats
 
 from ddpmlab.reporting import plotting
+from ddpmlab.residuals import check as R
+
+MAX_LAG = 3
 
 
-def plot_all(z, r, t, edges, ms, chi, spikes, train_losses, out: Path, seed: int = 0, n_points: int = 20000) -> None:
+def lag_correlations(r: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
+    """Mean over rows of sum r[y, x] r[y+dy, x+dx] / sum r^2 (per row, overlapping part): [2L+1, 2L+1] for dy, dx in -L..L."""
+    x = r.astype(np.float64)
+    ms = np.square(x).mean((1, 2, 3))
+    H, W = x.shape[2:]
+    L = min(max_lag, H - 1, W - 1)
+    out = np.zeros((2 * L + 1, 2 * L + 1))
+    for dy in range(-L, L + 1):
+        for dx in range(-L, L + 1):
+            a = x[:, :, max(0, -dy) : H - max(0, dy), max(0, -dx) : W - max(0, dx)]
+            b = x[:, :, max(0, dy) : H + min(0, dy), max(0, dx) : W + min(0, dx)]
+            out[dy + L, dx + L] = np.mean((a * b).mean((1, 2, 3)) / ms)
+    return out
+
+
+def channel_correlations(r: np.ndarray) -> np.ndarray:
+    """[C, C]: mean over rows of sum r_c r_c' / sqrt(sum r_c^2 sum r_c'^2) at the same pixel."""
+    x = r.astype(np.float64).reshape(r.shape[0], r.shape[1], -1)
+    num = np.einsum("mcd,med->mce", x, x)
+    d = np.sqrt(np.einsum("mcc->mc", num))
+    return (num / (d[:, :, None] * d[:, None, :])).mean(0)
+
+
+def plot_all(r, t, s2: R.Sigma2, rows: dict, chi: R.CheckResult, spikes: R.SpikeResult, train_losses, out: Path,
+             seed: int = 0, n_points: int = 20000, max_rows: int = 600) -> None:
+    """r [M, C, H, W] residuals at t [M]; s2 and rows from check.chi_squared_check."""
     plt = plotting.plt
     rng = np.random.default_rng(seed)
-    flat = z.ravel()
-    sub = flat if flat.size <= n_points else rng.choice(flat, n_points, replace=False)
+    z = R.standardise(r, t, s2).reshape(-1)
+    sub = z if z.size <= n_points else z[rng.choice(z.size, n_points, replace=False)]
 
-    # 1. validation loss by timestep bin
+    # 1. sigma^2(t) with its estimate
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    mid = (edges[:-1] + edges[1:] + 1) / 2
-    ax.step(mid, ms, where="mid")
-    ax.plot(mid, ms, "o", ms=3)
+    ax.errorbar(s2.t, s2.sigma2, yerr=[s2.sigma2 - s2.lo, s2.hi - s2.sigma2], fmt="o-", ms=3, lw=0.8, capsize=2)
     ax.set_yscale("log")
-    ax.set_xlabel("timestep t")
-    ax.set_ylabel("validation MSE  E|eps - eps_theta|^2 / D")
-    ax.set_title("validation loss by timestep")
+    ax.set_xlabel("timestep t (0-based)")
+    ax.set_ylabel("sigma^2(t) = E r^2  (validation MSE)")
+    ax.set_title(f"sigma^2(t): {len(s2.t)} t values, {int(s2.rows.min())}+ rows each, 95% CI")
     ax.grid(alpha=0.3)
     plotting.save(fig, out / "loss_by_t.png")
 
-    # 2. QQ plots: elementwise z^2 vs chi2(1), per-image S/D vs chi2(D)/D
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    q = np.linspace(0.5 / len(sub), 1 - 0.5 / len(sub), len(sub))
-    axes[0].plot(stats.chi2(1).ppf(q), np.sort(np.square(sub)), ".", ms=2)
-    lim = stats.chi2(1).ppf(q[-1])
-    axes[0].plot([0, lim], [0, lim], "k--", lw=0.8)
-    axes[0].set_xlabel("chi-squared(1) quantile")
-    axes[0].set_ylabel("z^2 quantile")
-    axes[0].set_title(f"elementwise: KS {chi.ks:.3f}")
-    S = np.square(z).sum(1) / chi.D
-    qs = np.linspace(0.5 / len(S), 1 - 0.5 / len(S), len(S))
-    ref = stats.chi2(chi.D).ppf(qs) / chi.D
-    axes[1].plot(ref, np.sort(S), ".", ms=3)
-    lo, hi = min(ref.min(), S.min()), max(ref.max(), S.max())
-    axes[1].plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    axes[1].set_xlabel(f"chi-squared(D)/D quantile, D={chi.D}")
-    axes[1].set_ylabel("sum(z^2)/D per image")
-    axes[1].set_title(f"per image: dispersion var(S)/2D = {chi.dispersion_ratio:.2f}")
-    plotting.save(fig, out / "qq.png")
-
-    # 3. histograms against the densities
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    x2 = np.square(sub)
-    bins = np.linspace(0, max(10.0, np.quantile(x2, 0.999)), 80)
-    axes[0].hist(x2, bins=bins, density=True, alpha=0.6, label="z^2")
-    xs = np.linspace(bins[1] / 2, bins[-1], 400)
-    axes[0].plot(xs, stats.chi2(1).pdf(xs), "k", lw=1, label="chi-squared(1)")
-    axes[0].set_yscale("log")
-    axes[0].legend()
-    axes[0].set_title("z^2 against chi-squared(1)")
+    # 2. QQ of z, log-density of z, top vs bottom half of each row (centred within t)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    q = (np.arange(len(sub)) + 0.5) / len(sub)
+    ref = stats.norm.ppf(q)
+    axes[0].plot(ref, np.sort(sub), ".", ms=2)
+    axes[0].plot(ref[[0, -1]], ref[[0, -1]], "k--", lw=0.8)
+    axes[0].set_xlabel("N(0, 1) quantile")
+    axes[0].set_ylabel("z = r / sigma_hat(t) quantile")
+    axes[0].set_title(f"QQ: excess kurtosis {chi.kurtosis:.3g} [{chi.kurtosis_lo:.3g}, {chi.kurtosis_hi:.3g}]")
     zb = np.linspace(-6, 6, 121)
     axes[1].hist(sub, bins=zb, density=True, alpha=0.6, label="z")
     axes[1].plot(zb, stats.norm.pdf(zb), "k", lw=1, label="N(0, 1)")
     axes[1].set_yscale("log")
     axes[1].legend()
-    axes[1].set_title(f"z: excess kurtosis {chi.excess_kurtosis:.2f}")
-    plotting.save(fig, out / "hist.png")
+    axes[1].set_title("density of z")
+    _, inv = np.unique(t, return_inverse=True)
+    centre = lambda a: a - (np.bincount(inv, a) / np.bincount(inv))[inv]  # noqa: E731
+    axes[2].plot(centre(rows["log_top"]), centre(rows["log_bottom"]), ".", ms=3)
+    axes[2].set_xlabel("log mean r^2, top half (centred within t)")
+    axes[2].set_ylabel("bottom half")
+    axes[2].set_title(f"scale per image: sd of log scale {100 * chi.scale:.2g}%")
+    plotting.save(fig, out / "qq.png")
+
+    # 3. autocorrelation inside an image, across channels, and the row statistics by t
+    few = r[rng.choice(len(r), max_rows, replace=False)] if len(r) > max_rows else r
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    lag = lag_correlations(few)
+    L = (lag.shape[0] - 1) // 2
+    shown = lag.copy()
+    shown[L, L] = np.nan  # lag 0 is 1 by definition
+    im = axes[0].imshow(shown, cmap="RdBu_r", vmin=-max(0.05, np.nanmax(np.abs(shown))), vmax=max(0.05, np.nanmax(np.abs(shown))),
+                        extent=[-L - 0.5, L + 0.5, L + 0.5, -L - 0.5])
+    for (i, j), v in np.ndenumerate(lag):
+        if (i, j) != (L, L):
+            axes[0].text(j - L, i - L, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=axes[0], shrink=0.8)
+    axes[0].set_xlabel("dx (px)")
+    axes[0].set_ylabel("dy (px)")
+    axes[0].set_title(f"autocorrelation of r by lag (rho_h {chi.rho_h:+.3f}, rho_v {chi.rho_v:+.3f})")
+    if r.shape[1] > 1:
+        cc = channel_correlations(few)
+        im = axes[1].imshow(cc - np.eye(len(cc)), cmap="RdBu_r", vmin=-max(0.05, np.abs(cc - np.eye(len(cc))).max()),
+                            vmax=max(0.05, np.abs(cc - np.eye(len(cc))).max()))
+        for (i, j), v in np.ndenumerate(cc):
+            axes[1].text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+        fig.colorbar(im, ax=axes[1], shrink=0.8)
+        axes[1].set_title(f"channel correlation (rho_c {chi.rho_c:+.3f})")
+        axes[1].set_xlabel("channel")
+        axes[1].set_ylabel("channel")
+    else:
+        axes[1].axis("off")
+    D = chi.D
+    by = lambda a: np.bincount(inv, a) / np.bincount(inv)  # noqa: E731
+    axes[2].plot(s2.t, by(rows["rho_h"]), "o-", ms=3, label="rho_h")
+    axes[2].plot(s2.t, by(rows["rho_v"]), "s-", ms=3, label="rho_v")
+    if r.shape[1] > 1:
+        axes[2].plot(s2.t, by(rows["rho_c"]), "^-", ms=3, label="rho_c")
+    axes[2].plot(s2.t, (D + 2) / D * by(rows["b2"]) - 3, "d-", ms=3, label="excess kurtosis")
+    axes[2].axhline(0, color="k", lw=0.6)
+    axes[2].set_xlabel("timestep t (0-based)")
+    axes[2].set_title("statistics by t (conjecture: all 0)")
+    axes[2].legend(fontsize=8)
+    axes[2].grid(alpha=0.3)
+    plotting.save(fig, out / "autocorr.png")
 
     # 4. the loss spikes against the band sampling noise predicts
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    y = np.asarray(train_losses)
+    y = np.asarray(train_losses, dtype=np.float64)
     e = np.arange(1, len(y) + 1)
     ax.plot(e, y, lw=1, label="train loss per epoch")
     if len(y) >= 5 and np.isfinite(spikes.predicted_std):
         k = max(3, len(y) // 20)
         smooth = np.convolve(np.pad(y, (k // 2, k - 1 - k // 2), mode="edge"), np.ones(k) / k, mode="valid")
-        ax.fill_between(e, smooth - 2 * spikes.predicted_std, smooth + 2 * spikes.predicted_std, alpha=0.3, color="C1", label="±2σ chi-squared sampling noise")
+        ax.fill_between(e, smooth - 2 * spikes.predicted_std, smooth + 2 * spikes.predicted_std, alpha=0.3, color="C1",
+                        label="±2σ chi-squared sampling noise")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_title(f"loss spikes: observed/predicted spread = {spikes.ratio:.2f}")
+    ax.set_title(f"loss spikes: observed/predicted spread = {spikes.ratio:.2f} ± {spikes.ratio_se:.2f}")
     ax.legend(fontsize=8)
     plotting.save(fig, out / "spikes.png")

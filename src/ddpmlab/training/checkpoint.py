@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -27,6 +28,22 @@ CHECKPOINT_FORMAT = 2  # 2: UNetConfig model_config, no timings in history, resu
 
 class CheckpointError(DataError):
     """A checkpoint file cannot be used; str(e) is one line naming the file and what to do."""
+
+
+def canonical(obj):
+    """Plain data (dicts, lists, tuples, str, numbers) rebuilt so that its pickle depends on its value only.
+
+    pickle writes an object seen before as a back-reference, so the bytes depend on which equal strings
+    happen to be the same object: a history reloaded from a checkpoint and one built in this process
+    would pickle differently. Interning every string makes equal strings identical, always.
+    """
+    if isinstance(obj, dict):
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    return obj
 
 
 def checkpoint_bytes(obj: dict) -> bytes:
@@ -57,10 +74,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; run `dvc repro train` first")
+    # torch writes zip archives; anything else would go to torch's legacy reader and a confusing message
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: not a complete torch zip archive)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: holds objects other than tensors and plain data; refused (loading it could run code)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt, or holds objects other than tensors and plain data, "
+                              "whose loading could run code: refused)") from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError, IndexError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
     if not isinstance(obj, dict):

@@ -3,77 +3,75 @@
 All randomness of a step (batch order, flips, t, noise, dropout) is drawn from generators seeded
 by (seed, epoch) and (seed, step). A resumed run therefore continues with exactly the numbers an
 uninterrupted run would have used; no RNG state has to be saved, and nothing depends on how
-often the run was interrupted.
+often the run was interrupted. Checkpoint files: training.checkpoint; which state a run may resume
+from: training.state; device, precision and processes: training.runtime.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ddpmlab.config import ModelConfig, ScheduleConfig, TrainConfig, fingerprint
-from ddpmlab.depgraph import module_closure
-from ddpmlab.device import resolve_device
-from ddpmlab.diffusion.sampling import derive_seed, per_sample_loss
 from ddpmlab.data.images import to_model
+from ddpmlab.diffusion.sampling import derive_seed, per_sample_loss
 from ddpmlab.diffusion.schedule import Schedule
-from ddpmlab.model.unet import UNet, count_params
-
-CHECKPOINT_FORMAT = 1
+from ddpmlab.model.unet import UNet, UNetConfig, count_params
+from ddpmlab.schema import Params, TrainParams, plain
+from ddpmlab.training.checkpoint import CHECKPOINT_FORMAT, canonical, save_atomic
+from ddpmlab.training.runtime import Runtime, make_runtime
+from ddpmlab.training.state import BOOKKEEPING, StateFile, code_fingerprint, resume_key
 
 
 class TrainingDiverged(RuntimeError):
     pass
 
 
-def code_hash(entry: Path | None = None) -> str:
-    """sha256 of every package file `entry` imports, transitively: the same closure dvc.yaml lists as
-    the train stage's deps (ddpmlab.depgraph), so no code change that can alter a run resumes into it."""
-    src = Path(__file__).resolve().parents[2]
-    files = module_closure(Path(entry or __file__), src)
-    h = hashlib.sha256()
-    for f in sorted(set(files) | ({Path(entry).resolve()} if entry else set())):
-        h.update(f.relative_to(src).as_posix().encode() if src in f.parents else f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-@dataclass
+@dataclass(frozen=True)
 class TrainSetup:
-    model_cfg: ModelConfig
-    sched_cfg: ScheduleConfig
-    train_cfg: TrainConfig
+    """Everything that defines a training run: network shape, schedule, train params, seed."""
 
-    def fingerprint(self, train_x: np.ndarray) -> str:
-        """Identifies the experiment a checkpoint belongs to (device and bookkeeping excluded)."""
-        tc = {k: v for k, v in asdict(self.train_cfg).items() if k not in ("device", "checkpoint_every", "val_every", "processes")}
-        return fingerprint(
-            {
-                "model": self.model_cfg.to_dict(),
-                "schedule": asdict(self.sched_cfg),
-                "train": tc,
-                "data": hashlib.sha256(np.ascontiguousarray(train_x).tobytes()).hexdigest(),
-                "code": code_hash(),
-            }
-        )
+    model: UNetConfig
+    schedule: dict  # name, T, beta_start, beta_end (Schedule.from_params); stored in checkpoints as is
+    train: TrainParams
+    seed: int
+
+    @classmethod
+    def from_params(cls, P: Params, in_channels: int) -> "TrainSetup":
+        """From the validated params.yaml; `in_channels` is the prepared data's channel count."""
+        m = P.model
+        unet = UNetConfig(P.prepare.image_size, in_channels, m.ch, tuple(m.ch_mult), m.num_res_blocks, tuple(m.attn_resolutions),
+                          m.dropout, m.norm_groups)
+        sched = {"name": P.schedule.name, "T": P.T, "beta_start": P.schedule.beta_start, "beta_end": P.schedule.beta_end}
+        return cls(unet, sched, P.train, P.seed)
+
+    def build_schedule(self) -> Schedule:
+        return Schedule.from_params(**self.schedule)
+
+    def experiment(self) -> dict:
+        """The params that make the experiment (bookkeeping removed): part of the resume key."""
+        train = {k: v for k, v in plain(self.train).items() if k not in BOOKKEEPING}
+        return {"model": self.model.to_dict(), "schedule": dict(self.schedule), "train": train, "seed": self.seed}
+
+    def train_config(self) -> dict:
+        """What checkpoints record about how the weights were made (train.* without bookkeeping, and the
+        seed): a changed checkpoint_every reruns train but leaves model.pt byte-identical."""
+        return {**self.experiment()["train"], "seed": self.seed}
 
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of a step
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to cfg.lr over warmup_steps, then constant (Ho et al.)."""
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+def lr_at(step: int, lr: float, warmup_steps: int) -> float:
+    """Linear warm-up to lr over warmup_steps, then constant (Ho et al.)."""
+    return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
 
 
 @torch.no_grad()
@@ -120,107 +118,22 @@ def validation_loss(model, sched: Schedule, val_x: torch.Tensor, t: torch.Tensor
     return float(torch.cat(losses).mean())
 
 
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """Write then rename: a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    # weights_only: a checkpoint is data; loading it must not execute pickled code
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> tuple[UNet, Schedule, dict]:
-    """Rebuild the network and schedule from a checkpoint alone (its stored config)."""
-    cfg = ModelConfig(**ckpt["model_config"])
-    model = UNet(cfg)
-    model.load_state_dict(ckpt[key])
-    sched = ScheduleConfig(**ckpt["schedule_config"]).build()
-    return model.to(device).eval(), sched, ckpt
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop
-
-
-@dataclass
-class TrainResult:
-    history: list
-    model_path: Path
-    resumed_from_epoch: int
-    seconds: float
-    params: int
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a torch.distributed job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def current(cls) -> "Dist":
-        import torch.distributed as d
-
-        return cls(d.get_rank(), d.get_world_size()) if d.is_available() and d.is_initialized() else cls()
-
-
-@dataclass
-class Runtime:
-    """How the math is executed on this device: precision, memory layout, compilation, sharding."""
-
-    device: torch.device
-    dist: Dist
-    bf16: bool
-    channels_last: bool
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def make_runtime(cfg: TrainConfig) -> Runtime:
-    dist = Dist.current()
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    cuda = device.type == "cuda"
-    # bf16 autocast and channels_last pay off on tensor cores; on the CPU everything stays fp32
-    return Runtime(device, dist, bf16=cuda and cfg.bf16, channels_last=cuda)
-
-
-def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: torch.Tensor, step: int, cfg: TrainConfig, rt: Runtime) -> torch.Tensor:
+def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: torch.Tensor, step: int, cfg: TrainParams, seed: int,
+               rt: Runtime) -> torch.Tensor:
     """One optimisation step on the global batch `idx`; returns [sum of per-sample losses, count] over all ranks.
 
-    The randomness of the whole global batch is drawn identically on every rank and each rank takes
-    its shard, so data-parallel training follows the single-process run (up to summation order).
+    xs: the training set on the device [N, C, H, W] in [-1, 1]. The randomness of the whole global
+    batch is drawn identically on every rank and each rank takes its shard, so data-parallel
+    training follows the single-process run (up to summation order).
     """
     B = len(idx)
-    t, noise, flip = step_randomness(B, sched.T, xs.shape[1:], cfg.seed, step, xs.device)
+    t, noise, flip = step_randomness(B, sched.T, xs.shape[1:], seed, step, xs.device)
     mine = slice(rt.dist.rank, None, rt.dist.world)
     idx, t, noise, flip = idx[mine], t[mine], noise[mine], flip[mine]
     x0 = xs[idx.to(xs.device)]
     if cfg.hflip:
         x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-    torch.manual_seed(derive_seed(cfg.seed, 4, step, rt.dist.rank))  # dropout
+    torch.manual_seed(derive_seed(seed, 4, step, rt.dist.rank))  # dropout
     with rt.autocast():
         loss_each = per_sample_loss(net, sched, x0, t, rt.layout(noise))
     # sum over my shard / global batch, times world size: DDP averages gradients over ranks, so the
@@ -238,57 +151,80 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     for group in opt.param_groups:
-        group["lr"] = lr_at(step, cfg)
+        group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps)
     opt.step()
     ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
     return stats
 
 
-def train(
-    setup: TrainSetup,
-    train_x: np.ndarray,
-    val_x: np.ndarray,
-    state_path: Path,
-    model_path: Path,
-    log=None,
-    stop_after_epochs: int | None = None,
-) -> TrainResult:
-    """Train to setup.train_cfg.epochs, resuming from `state_path` when it matches this experiment.
+# ---------------------------------------------------------------------------------------------
+# The loop
 
-    log: callable(record: dict) per epoch (dvclive in the stage; called on rank 0 only).
-    stop_after_epochs: stop early (tests use it to simulate an interruption at an epoch boundary).
-    Under torchrun (torch.distributed initialised) each rank trains its shard of every batch with
-    DDP; rank 0 logs and writes checkpoints.
+
+@dataclass
+class TrainResult:
+    history: list  # per epoch: epoch, step, train/loss, lr, and val/loss, val/loss_raw where measured
+    model_path: Path
+    resumed_from_epoch: int
+    params: int
+    # [images, seconds] per epoch since the run began (kept in the resumable state, never in the model
+    # file: timings differ between identical runs)
+    timings: list = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of the epochs this process ran."""
+        return sum(s for _, s in self.timings[self.resumed_from_epoch :])
+
+    @property
+    def img_per_s(self) -> float:
+        """Throughput of this process's epochs (of the whole run when it had none left to do)."""
+        t = self.timings[self.resumed_from_epoch :] or self.timings
+        return sum(n for n, _ in t) / sum(s for _, s in t) if t else math.nan
+
+
+def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path: Path, model_path: Path, log=None,
+          stop_after_epochs: int | None = None, entry: Path | None = None, say=print) -> TrainResult:
+    """Train to setup.train.epochs, resuming from this experiment's state (training.state) if there is one.
+
+    train_x, val_x: uint8 [N, H, W, C]. log: callable(record) per epoch (dvclive in the stage; rank 0
+    only), replayed for the resumed epochs. stop_after_epochs: stop early (tests simulate an
+    interruption). entry: the script whose import closure keys the code (default stages/train.py).
+    Under torchrun each rank trains its shard of every batch with DDP; rank 0 logs and writes files.
     """
-    cfg, mcfg = setup.train_cfg, setup.model_cfg
-    rt = make_runtime(cfg)
+    cfg, seed = setup.train, setup.seed
+    rt = make_runtime(cfg.device, cfg.bf16)
     device, dist = rt.device, rt.dist
-    sched = setup.sched_cfg.build()
-    fp = setup.fingerprint(train_x)
+    sched = setup.build_schedule()
+    key = resume_key(setup.experiment(), train_x, val_x, code_fingerprint(entry))
+    store = StateFile(state_path, key, say=say if dist.main else (lambda _: None))
 
-    torch.manual_seed(cfg.seed)  # weight init: identical on every rank
-    model = UNet(mcfg).to(device)
+    torch.manual_seed(seed)  # weight init: identical on every rank
+    model = UNet(setup.model).to(device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
 
-    start_epoch, step, history = 0, 0, []
-    if state_path.is_file():
-        state = load_checkpoint(state_path, map_location=device)
-        if state.get("format") == CHECKPOINT_FORMAT and state.get("fingerprint") == fp:
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            opt.load_state_dict(state["optimizer"])
-            start_epoch, step, history = state["epoch"], state["step"], state["history"]
-            if dist.main:
-                print(f"resuming from {state_path}: epoch {start_epoch}/{cfg.epochs}, step {step}")
-        elif dist.main:
-            print(f"{state_path} belongs to a different experiment (params, data or code changed): starting afresh")
+    # 1. resume: rank 0 moves files into place (parks other experiments' states), then every rank loads
+    if dist.main:
+        store.prepare()
+    dist.barrier()
+    start_epoch, step, history, timings = 0, 0, [], []
+    state = store.load(map_location=device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        timings = [list(t) for t in state.get("timings", [])]
+        if dist.main:
+            say(f"resuming from {state_path}: epoch {start_epoch}/{cfg.epochs}, step {step}")
     if log and dist.main:
         for rec in history:
             log(rec)
 
+    # 2. the network as executed: DDP wrapper, compiled graph
     net = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -299,56 +235,71 @@ def train(
 
     xs = rt.layout(to_model(train_x).to(device))  # small datasets live entirely on the device
     vx = rt.layout(to_model(val_x).to(device))
-    vt, vnoise = fixed_validation_draws(len(vx), cfg.val_draws, sched.T, xs.shape[1:], cfg.seed)
+    vt, vnoise = fixed_validation_draws(len(vx), cfg.val_draws, sched.T, xs.shape[1:], seed)
 
     def header(epoch):
         """What every checkpoint carries: enough to rebuild the model and to know which run it is."""
-        return {"format": CHECKPOINT_FORMAT, "fingerprint": fp, "model_config": mcfg.to_dict(), "schedule_config": asdict(setup.sched_cfg),
-                "train_config": asdict(cfg), "epoch": epoch, "step": step, "history": history}
+        return canonical({"format": CHECKPOINT_FORMAT, "model_config": setup.model.to_dict(), "schedule_config": dict(setup.schedule),
+                          "train_config": setup.train_config(), "epoch": epoch, "step": step, "history": history})
 
     def checkpoint(epoch):
         if dist.main:
-            save_atomic({**header(epoch), "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict()}, state_path)
-        if dist.world > 1:
-            import torch.distributed as d
+            save_atomic({**header(epoch), "resume_key": key, "timings": timings, "model": model.state_dict(), "ema": ema.state_dict(),
+                         "optimizer": opt.state_dict()}, state_path)
+        dist.barrier()
 
-            d.barrier()
-
-    t_start = time.perf_counter()
+    # 3. the epochs
     end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
+    steps_per_epoch = math.ceil(len(xs) / cfg.batch_size)
+    if dist.main and start_epoch < end_epoch:
+        say(f"training {count_params(model) / 1e6:.2f}M params on {device} ({dist.world} process(es)): {len(xs)} images, "
+            f"{steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{end_epoch} of {cfg.epochs}; "
+            f"checkpoints to {state_path} after the first epoch and every {cfg.checkpoint_every}")
+    result = TrainResult(history, model_path, start_epoch, count_params(model), timings)
     bar = tqdm(range(start_epoch, end_epoch), initial=start_epoch, total=cfg.epochs, desc="train", unit="epoch", disable=not dist.main)
     model.train()
+    first_step = True  # torch.compile compiles lazily, on the first call: say so before and after
     for epoch in bar:
         t0 = time.perf_counter()
         totals = torch.zeros(2, device=device)  # accumulated on the device: no per-step host sync
-        for idx in epoch_order(len(xs), cfg.seed, epoch).split(cfg.batch_size):
+        for idx in epoch_order(len(xs), seed, epoch).split(cfg.batch_size):
+            compiling, first_step = first_step and cfg.compile, False
+            if compiling and dist.main:
+                bar.write("torch.compile: compiling the U-Net on the first step (a minute or more)...")
+                tc = time.perf_counter()
             try:
-                totals += train_step(net, model, ema, opt, sched, xs, idx, step, cfg, rt)
+                totals += train_step(net, model, ema, opt, sched, xs, idx, step, cfg, seed, rt)
             except TrainingDiverged as e:
                 raise TrainingDiverged(
                     f"{e} (epoch {epoch}, step {step}); stopping. The last good checkpoint ({state_path}) is kept. "
                     "Lower train.lr or set train.grad_clip."
                 ) from None
+            if compiling and dist.main:
+                bar.write(f"torch.compile: first step done in {time.perf_counter() - tc:.1f} s; training")
             step += 1
         total, seen = totals.tolist()
-        rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg), "img_per_s": seen / (time.perf_counter() - t0)}
+        rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg.lr, cfg.warmup_steps)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             with rt.autocast():
                 rec["val/loss"] = validation_loss(ema, sched, vx, vt, vnoise, 4 * cfg.batch_size)
                 rec["val/loss_raw"] = validation_loss(model, sched, vx, vt, vnoise, 4 * cfg.batch_size)
         history.append(rec)
+        seconds = time.perf_counter() - t0
+        timings.append([int(seen), seconds])
         if log and dist.main:
             log(rec)
-        bar.set_postfix(loss=f"{rec['train/loss']:.4f}", img_s=f"{rec['img_per_s']:.0f}")
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == end_epoch:
+        bar.set_postfix(loss=f"{rec['train/loss']:.4f}", img_s=f"{seen / seconds:.0f}")
+        # the first epoch of every process is checkpointed too: a stall after it is visible at once
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == end_epoch or epoch == start_epoch:
             checkpoint(epoch + 1)
     bar.close()
 
     if end_epoch == cfg.epochs and dist.main:
-        # the final model: EMA weights only, plus the per-epoch losses the residuals stage tests
+        # the final model: EMA weights, config, per-epoch losses (the residuals stage tests them); no
+        # timings and no resume key, so identical params and data give a byte-identical file
         ema_cpu = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
         save_atomic({**header(cfg.epochs), "ema": ema_cpu, "n_train": len(train_x)}, model_path)
-    return TrainResult(history, model_path, start_epoch, time.perf_counter() - t_start, count_params(model))
+    return result
 
 
 def final_metrics(history: list) -> dict:
