@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CI smoke experiment pair: the default params with small overrides, and the same with another T.
-# Prints `dvc exp show --md`, writes reports/compare/compare.md, and runs the regression gate.
+# Prints `dvc exp show --md`, renders `dvc plots diff` of the pair, writes reports/compare/compare.md, and runs
+# the regression gate.
 # Usage: bash ci/smoke.sh            (expects scripts/env.sh to have put .venv on PATH)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,12 @@ dvc exp run -n smoke-base "${SMOKE[@]}" -S T=200
 dvc exp run -n smoke-T100 "${SMOKE[@]}" -S T=100
 echo "== dvc exp show =="
 dvc exp show --md --no-pager --only-changed
+echo "== dvc plots diff (both runs' figures side by side: reports/compare/plots/index.html) =="
+dvc plots diff smoke-base smoke-T100 -o reports/compare/plots
+for rev in smoke-base smoke-T100; do
+    grep -q "static/${rev}_reports_sample_grid.png" reports/compare/plots/index.html \
+        || { echo "smoke: dvc plots diff shows no sample grid of $rev" >&2; exit 1; }
+done
 echo "== comparison =="
 python -m ddpmlab.compare smoke-base smoke-T100 --out reports/compare
 echo "== regression gate =="

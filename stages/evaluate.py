@@ -31,7 +31,7 @@ def main(argv=None):
         extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size, desc="sample features")
         with np.load(args.samples) as s, np.load(args.reference) as r:
             images, ref = s["images"], r["features"]
-    except (ParamsError, DataError, RuntimeError) as e:  # RuntimeError: --device cuda without a visible GPU
+    except (ParamsError, DataError, FileNotFoundError, RuntimeError) as e:  # RuntimeError: --device cuda without a GPU
         sys.exit(f"evaluate: {e}")
     ev = P.evaluate
     feats, m = evaluate_samples(images, ref, extract, MetricSpec(ev.kid_subsets, ev.kid_subset_size, ev.prc_k, P.seed))

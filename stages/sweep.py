@@ -35,7 +35,7 @@ def main(argv=None):
         with np.load(args.reference) as z:
             ref = z["features"]
         df = sweep.sweep_checkpoint(load_checkpoint(args.model), P, extract, ref, device)
-    except (DataError, sweep.CheckpointMismatch) as e:
+    except (DataError, FileNotFoundError, sweep.CheckpointMismatch) as e:
         sys.exit(f"sweep: {e}")
     sweep.write(df, args.out)
     print(df.to_string(index=False))

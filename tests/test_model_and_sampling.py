@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmlab.config import ModelConfig
+from ddpmlab.model.unet import UNetConfig as ModelConfig
 from ddpmlab.diffusion.sampling import SamplerSpec, ddim_timesteps, sample, sampling_steps
 from ddpmlab.diffusion.schedule import Schedule, linear_betas
 from ddpmlab.model.unet import AttnBlock, UNet, count_params, timestep_embedding

@@ -3,7 +3,7 @@
 The static tests read dvc.yaml; the slow one runs the real pipeline, on the tiny configuration of
 tests/test_pipeline.py, through `dvc repro` and `dvc exp run` in a temporary git+DVC copy. It stops
 at the stages that make the compared figures (schedule, sample; prepare and train on the way), so it
-needs no Inception weights (no network) and takes about a minute; ci/smoke.sh runs `dvc plots diff`
+needs no Inception weights (no network) and takes one to two minutes; ci/smoke.sh runs `dvc plots diff`
 on the whole smoke pair.
 """
 

@@ -350,6 +350,15 @@ def test_package_not_on_the_index(server, tmp_path):
         dl.fetch_pypi("toy==1.0", "a" * 64, index_urls=[server.base + "/simple"])
 
 
+def test_unreachable_index_falls_through_to_the_next(server, tmp_path):
+    sdist = toy_sdist(tmp_path / "m")
+    index = serve_index(server, sdist, "json")
+    path = dl.fetch_pypi("toy==1.0", sha(sdist), index_urls=["http://127.0.0.1:9/simple", index], timeout_s=2)
+    assert path.read_bytes() == sdist
+    with pytest.raises(DataError, match=r"not found on a reachable package index \(could not download http://127.0.0.1:9/simple/toy/"):
+        dl.fetch_pypi("toy==2.0", sha(sdist), index_urls=["http://127.0.0.1:9/simple"], timeout_s=2)
+
+
 def test_pip_index_urls_follow_pip_config(tmp_path, monkeypatch):
     conf = tmp_path / "pip.conf"
     conf.write_text("[global]\nindex-url = https://mirror.example/simple\nextra-index-url = file:///opt/a https://b.example/simple\n")
@@ -423,6 +432,20 @@ def assert_one_line_failure(r, *needles):
 ])
 def test_stage_bad_url(tmp_path, url, needle):
     assert_one_line_failure(run_stage(tmp_path, {"source": "url", "url": url, "url_sha256": "a" * 64}, tmp_path / "raw"), needle)
+
+
+def test_stage_slow_and_endless_servers(server, tmp_path):
+    server.routes["/slow.tar"], server.routes["/endless.tar"] = trickle, endless
+    r = run_stage(tmp_path, {"source": "url", "url": server.base + "/slow.tar", "url_sha256": "a" * 64, "deadline_s": 2, "timeout_s": 5}, tmp_path / "raw")
+    assert_one_line_failure(r, "slow.tar", "deadline of 2 s")
+    r = run_stage(tmp_path, {"source": "url", "url": server.base + "/endless.tar", "url_sha256": "a" * 64, "max_download_mb": 1}, tmp_path / "raw")
+    assert_one_line_failure(r, "endless.tar", "limit of 1 MB")
+    assert not (tmp_path / "raw").exists() and leftovers(tmp_path) == []
+
+
+def test_file_url_to_a_device_is_refused(tmp_path):
+    with pytest.raises(DataError, match="not a regular file"):
+        dl.fetch_url("file:///dev/zero", "a" * 64)
 
 
 def test_stage_truncated_and_bad_crc_archives(tmp_path):

@@ -127,59 +127,76 @@ def hostile_folder(folder: Path) -> dict:
     thin_png(folder / "thin.png")
     big_bilevel_png(folder / "bomb.png")
     lying_jpeg(folder / "lie.jpg", 65000, 65000)
-    lying_jpeg(folder / "lie_decodable.jpg", 20000, 20000)  # 400 MP, decodable at 1/4 = 25 MP: then truncated
+    lying_jpeg(folder / "lie_400mp.jpg", 20000, 20000)  # 400 MP: Pillow's own check refuses it at the header
     (folder / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    thin_png(folder / "wide.png", 12000, 1500)  # allowed (8:1, 18 MP): padded without its 144 MP square canvas
     exif_rotated_jpeg(folder / "rot.jpg")
-    return {"thin.png": "aspect ratio", "bomb.png": "178756900 pixels", "lie.jpg": "4225000000 pixels", "lie_decodable.jpg": "", "garbage.png": ""}
+    return {"thin.png": "aspect ratio", "bomb.png": "178756900 pixels", "lie.jpg": "4225000000 pixels", "lie_400mp.jpg": "400000000 pixels", "garbage.png": ""}
 
 
 def test_hostile_files_are_skipped_and_counted(tmp_path):
     expected = hostile_folder(tmp_path / "imgs")
     prep = prepare_folder(tmp_path / "imgs", 16, "pad", 0.25, seed=0)
-    assert prep.stats["used"] == 5 and prep.stats["skipped"] == 5
+    assert prep.stats["used"] == 6 and prep.stats["skipped"] == 5
     assert set(prep.stats["skipped_files"]) == set(expected)
     for name, why in expected.items():
         assert why in prep.stats["skipped_files"][name]
 
 
-def run_prepare_measured(tmp_path, raw: Path) -> tuple[subprocess.CompletedProcess, int]:
-    """The prepare stage in a child process; returns it and its peak resident memory in MB."""
+def peak_rss_mb(images: Path) -> int:
+    """Peak resident memory (MB) of a fresh process that imports prepare and runs prepare_folder on `images`."""
+    # VmHWM: this process image's own high-water mark (ru_maxrss would include the forking pytest parent's)
+    code = ("from pathlib import Path\n"
+            "from ddpmlab.data.prepare import prepare_folder\n"
+            f"prepare_folder(Path({str(images)!r}), 16, 'pad', 0.25, 0)\n"
+            "print([int(l.split()[1]) // 1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return int(r.stdout.split()[-1])
+
+
+def test_prepare_peak_memory_is_bounded_on_hostile_files(tmp_path):
+    """Landed code: the 30000x1 PNG asked for a 2.7 GB canvas, the 13,370^2 PNG decoded to 540 MB and more,
+    the 12000x1500 PNG was padded on a 144 MP (432 MB) square.
+
+    Measured (2026-11-25): 107 MB peak RSS (VmHWM) on the hostile folder vs 44 MB on its good files
+    alone; the difference is the one allowed 18 MP image (54 MB decoded).
+    """
+    hostile_folder(tmp_path / "raw")
+    good = tmp_path / "good"
+    good.mkdir()
+    for p in sorted((tmp_path / "raw").glob("ok_*.png")) + [tmp_path / "raw" / "rot.jpg"]:
+        (good / p.name).write_bytes(p.read_bytes())
+    rss_good, rss = peak_rss_mb(good), peak_rss_mb(tmp_path / "raw")
+    print(f"prepare_folder peak RSS: {rss} MB on hostile files, {rss_good} MB on the good ones alone")
+    assert 0 < rss_good <= rss < rss_good + 120, f"peak RSS {rss} MB with hostile files vs {rss_good} MB without"
+
+
+def test_prepare_stage_on_hostile_files(tmp_path):
+    """The stage as DVC runs it: exit 0, no traceback, every refused file in skipped.json with its reason."""
+    expected = hostile_folder(tmp_path / "raw" / "images")
     params = tmp_path / "params.yaml"
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["prepare"]["image_size"] = 16
     p["model"]["ch_mult"] = [1, 2]
     p["model"]["attn_resolutions"] = [8]
     params.write_text(yaml.safe_dump(p))
-    args = ["stages/prepare.py", "--params", str(params), "--raw", str(raw), "--out", str(tmp_path / "prepared"), "--reports", str(tmp_path / "reports")]
-    code = ("import atexit, resource, runpy, sys\n"
-            "atexit.register(lambda: print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr))\n"
-            f"sys.argv = {args!r}\n"
-            "runpy.run_path('stages/prepare.py', run_name='__main__')\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "MPLBACKEND": "Agg"},
-                       capture_output=True, text=True, timeout=300)
-    kb = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("MAXRSS_KB")]
-    return r, kb[0] // 1024 if kb else -1
-
-
-def test_prepare_stage_peak_memory_is_bounded_on_hostile_files(tmp_path):
-    """Landed code: the 30000x1 PNG alone asked for a 2.7 GB canvas, the 13,370^2 PNG decoded to 540 MB+.
-
-    Measured here (2026-11-25): 769 MB with the hostile files vs 766 MB on the good files alone;
-    the baseline is mostly torch, imported by the contact sheet's grid helper.
-    """
-    expected = hostile_folder(tmp_path / "raw" / "images")
-    good = tmp_path / "good" / "images"
-    good.mkdir(parents=True)
-    for p in sorted((tmp_path / "raw" / "images").glob("ok_*.png")) + [tmp_path / "raw" / "images" / "rot.jpg"]:
-        (good / p.name).write_bytes(p.read_bytes())
-    (tmp_path / "g").mkdir()
-    r_good, rss_good = run_prepare_measured(tmp_path / "g", good.parent)
-    r, rss = run_prepare_measured(tmp_path, tmp_path / "raw")
-    assert r.returncode == 0 and r_good.returncode == 0, r.stderr[-2000:]
-    assert "Traceback" not in r.stderr
-    assert 0 < rss_good and 0 < rss < rss_good + 150, f"peak RSS {rss} MB with hostile files vs {rss_good} MB without"
+    r = subprocess.run([sys.executable, "stages/prepare.py", "--params", str(params), "--raw", str(tmp_path / "raw"),
+                        "--out", str(tmp_path / "prepared"), "--reports", str(tmp_path / "reports")],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     skipped = json.loads((tmp_path / "reports" / "skipped.json").read_text())
     assert set(skipped) == set(expected), skipped
+    for name, why in expected.items():
+        assert why in skipped[name]
     stats = json.loads((tmp_path / "reports" / "stats.json").read_text())
-    assert stats["skipped"] == 5 and stats["used"] == 5
-    print(f"prepare peak RSS: {rss} MB on hostile files, {rss_good} MB on the good ones alone")
+    assert stats["skipped"] == 5 and stats["used"] == 6
+
+
+def test_prepare_stage_without_images_is_one_line(tmp_path):
+    (tmp_path / "raw" / "images").mkdir(parents=True)
+    r = subprocess.run([sys.executable, "stages/prepare.py", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "p"), "--reports", str(tmp_path / "r")],
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [f"prepare: {tmp_path / 'raw' / 'images'} holds no files: run the download stage first"]

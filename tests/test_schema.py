@@ -141,6 +141,7 @@ def test_math_modules_import_no_configuration():
 
 def test_names_agree_with_the_library():
     """The schema's Literal choices are exactly the names the library functions accept."""
+    from ddpmlab import device
     from ddpmlab.diffusion import sampling
     from ddpmlab.diffusion.schedule import SCHEDULES
 
@@ -148,7 +149,7 @@ def test_names_agree_with_the_library():
     assert lit(schema.ScheduleParams, "name") == set(SCHEDULES) == set(schema.SCHEDULES)
     assert lit(schema.SampleParams, "spacing") == set(sampling.SPACINGS) == set(schema.SPACINGS)
     assert lit(schema.SampleParams, "sampler") == set(schema.SAMPLERS)
-    assert lit(schema.TrainParams, "device") == set(schema.DEVICES)
+    assert lit(schema.TrainParams, "device") == set(schema.DEVICES) == set(device.DEVICES)
 
 
 @pytest.mark.parametrize("stage", ["schedule", "sample", "train"])

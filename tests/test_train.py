@@ -3,7 +3,6 @@ identical runs write identical model files, and the resume key follows the impor
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +206,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypat
     assert state["epoch"] == 2 and state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_progress_is_visible_early(tmp_path, data, capsys, monkeypatch):
+    """Issue 13: a line before and after torch.compile's first (compiling) step, and a checkpoint after the
+    first epoch whatever train.checkpoint_every says, so a stall shows at once."""
+    monkeypatch.setattr(torch, "compile", lambda net: net)  # the messages, not the compiler (no GPU here)
+    seen = []
+
+    def log(rec):
+        if rec["epoch"] == 1:  # logged before epoch 2's checkpoint: only the early one can exist
+            seen.append(load_checkpoint(tmp_path / "state.pt")["epoch"])
+
+    train(tiny_setup(epochs=3, checkpoint_every=100, compile=True), *data, tmp_path / "state.pt", tmp_path / "model.pt", log=log)
+    assert seen == [1]
+    out = capsys.readouterr().out
+    assert "torch.compile: compiling" in out and "torch.compile: first step done" in out
+    assert out.index("compiling") < out.index("first step done")
 
 
 def test_checkpoints_load_with_weights_only(tmp_path, data):

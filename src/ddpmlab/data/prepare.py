@@ -127,7 +127,7 @@ def load_image(path: Path, size: int, square: str, max_megapixels: float = MAX_M
             if im.size[0] * im.size[1] > max_pixels:
                 raise ImageRejected(f"{raw[0]}x{raw[1]} pixels = {raw[0] * raw[1] / 1e6:.1f} MP exceeds prepare.max_megapixels = {max_megapixels:g}")
             im.load()
-            im = ImageOps.exif_transpose(im)  # cameras store portraits sideways plus an orientation tag
+            ImageOps.exif_transpose(im, in_place=True)  # cameras store portraits sideways plus an orientation tag; in place: no extra copy
             im = square_resize(to_rgb(im), size, square, max_pixels)
     return np.asarray(im, dtype=np.uint8), raw
 

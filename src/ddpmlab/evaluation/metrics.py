@@ -1,7 +1,7 @@
 """All sample-quality metrics of one image set, from features: FID, KID ± std, precision and recall.
 
 `feature_metrics` is a pure function of two feature arrays; `evaluate_samples` adds the feature
-extraction (any callable uint8 [N, H, W, 3] -> [N, D], normally `fid.InceptionFeatures`), so tests
+extraction (any callable uint8 [N, H, W, C] -> [N, D], normally `fid.InceptionFeatures`), so tests
 can inject a cheap extractor and need no Inception weights.
 """
 
@@ -53,7 +53,7 @@ def feature_metrics(gen: np.ndarray, ref: np.ndarray, spec: MetricSpec) -> dict:
 
 
 def evaluate_samples(images: np.ndarray, ref: np.ndarray, extract: Extractor, spec: MetricSpec) -> tuple[np.ndarray, dict]:
-    """uint8 images [N, H, W, 3] and reference features [N_r, D] -> (their features [N, D], metrics)."""
+    """uint8 images [N, H, W, C] and reference features [N_r, D] -> (their features [N, D], metrics)."""
     feats = extract(images)
     return feats, feature_metrics(feats, ref, spec)
 

@@ -5,7 +5,7 @@ FID, KID ± std, precision and recall of `n` samples against the reference featu
 sampling time. Every setting draws the same initial noise (image i depends only on (seed, i)), so
 rows differ only by the sampler.
 
-T, the schedule and the network come from the checkpoint (`training.loop.build_model_from_checkpoint`);
+T, the schedule and the network come from the checkpoint (`training.checkpoint.build_model_from_checkpoint`);
 `run_sweep` takes any denoiser and any feature extractor, so tests need neither a trained model
 nor Inception weights.
 """
@@ -52,7 +52,7 @@ def sweep_specs(steps: Sequence[int], etas: Sequence[float], ddpm: bool, T: int)
 def run_sweep(model, sched: Schedule, shape: tuple, specs: list[SamplerSpec], n: int, batch: int, seed: int,
               extract: Extractor, ref: np.ndarray, metrics: MetricSpec, device="cpu") -> pd.DataFrame:
     """One row per spec (columns COLUMNS). model: eps_theta(x [B, C, H, W], t [B]); shape: [C, H, W];
-    extract: uint8 [N, H, W, 3] -> features [N, D]; ref: reference features [N_r, D]."""
+    extract: uint8 [N, H, W, C] -> features [N, D]; ref: reference features [N_r, D]."""
     rows = []
     for spec in specs:
         g = generate(model, sched, spec, n, batch, seed, shape, device, desc=f"sweep {spec.steps if spec.sampler == 'ddim' else sched.T} steps")
@@ -103,7 +103,7 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
 
 
 def sweep_checkpoint(ckpt: dict, P, extract: Extractor, ref: np.ndarray, device) -> pd.DataFrame:
-    """The sweep of a trained checkpoint (`training.loop.load_checkpoint`) with the settings of a
+    """The sweep of a trained checkpoint (`training.checkpoint.load_checkpoint`) with the settings of a
     validated params.yaml (`schema.Params`: sweep, seed, sample.batch_size, evaluate's KID and k).
     T, schedule and image shape come from the checkpoint; params disagreeing with it raise CheckpointMismatch."""
     s = P.schedule

@@ -193,10 +193,10 @@ def residuals_section(chi: R.CheckResult, spikes: R.SpikeResult, by_t: pd.DataFr
             tests.append(f"| {comp} | {R.TEST_LABELS[n]} | {_fmt(x.statistic)} | {x.p:.2g} | {x.effect:.4g} [{x.lo:.4g}, {x.hi:.4g}] | {_fmt(x.rejected)} |")
     return f"""**Verdict:** {chi.verdict_reading()}.
 
-- **Marginal shape.** {chi.marginal_reading()}.
-- **Correlation.** {chi.correlation_reading()}.
-- **Scale per t.** {chi.scale_reading()}.
-- **Loss spikes.** {spikes.reading()[0].upper() + spikes.reading()[1:]}.
+- {chi.marginal_reading()}.
+- {chi.correlation_reading()}.
+- {chi.scale_reading()}.
+- Loss spikes: {spikes.reading()}.
 
 {chi.n_rows} residual rows (validation images x noise draws at {chi.n_t} t values, at least {chi.rows_per_t_min} rows per t), D = {chi.D} elements each;
 each test's p-value is from its null distribution, and Holm's step-down over the {chi.n_tests} tests keeps the family-wise

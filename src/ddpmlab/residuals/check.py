@@ -42,6 +42,9 @@ MIN_ROWS_PER_T = 2  # the scale test compares rows at one t; sigma^2(t) needs a 
 PROBS = np.array([0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999])  # chi-squared(1) quantiles of the shape test
 KS_MAX_ELEMENTS = 200_000  # the descriptive KS distance uses a fixed subsample: stable, bounded cost
 COMPONENTS = {"marginal": ("kurtosis", "shape"), "correlation": ("rho_h", "rho_v", "rho_c"), "scale": ("scale",)}
+TEST_LABELS = {"kurtosis": "excess kurtosis of u", "shape": "CDF of u^2 vs chi-squared(1) at 7 quantiles (Hotelling)",
+               "rho_h": "lag-1 autocorrelation, horizontal", "rho_v": "lag-1 autocorrelation, vertical",
+               "rho_c": "correlation across channels", "scale": "sd of log per-image scale at one t (split halves, Spearman)"}
 
 
 class ResidualInputError(ValueError):
@@ -328,7 +331,7 @@ class CheckResult:
         nums = (f"excess kurtosis {k.effect:.3g} (95% CI {k.lo:.3g} to {k.hi:.3g}; Gaussian 0, Laplace 3, Student-t(5) 6), "
                 f"largest CDF deviation of u^2 from chi-squared(1) {s.effect:+.2g} (CI {s.lo:+.2g} to {s.hi:+.2g}) at its {self.shape_level:g} quantile")
         if self.marginal_ok:
-            return f"Marginal shape holds: {nums}, within what {self.n_rows * self.D:,} elements can resolve"
+            return f"Marginal shape holds (no departure from Gaussian at the family-wise level over {self.n_rows * self.D:,} elements): {nums}"
         tails = "heavier" if k.effect > 0 else "lighter"
         why = f"tails {tails} than Gaussian" if k.rejected else "the distribution of z^2 differs from chi-squared(1)"
         return (f"Marginal shape departs from Gaussian ({why}): {nums}. The optimal denoiser's residual need not be Gaussian, "
@@ -339,7 +342,7 @@ class CheckResult:
                  for n, lab in (("rho_h", "horizontal"), ("rho_v", "vertical"), ("rho_c", "across channels")) if np.isfinite(self.test(n).effect)]
         nums = "lag-1 autocorrelation " + ", ".join(parts) + " (white noise blurred by a 0.6 px Gaussian kernel: 0.45)"
         if self.correlation_ok:
-            return f"Elements are uncorrelated with their neighbours: {nums}"
+            return f"Elements are uncorrelated with their neighbours (no correlation at the family-wise level): {nums}"
         which = [lab for n, lab in (("rho_h", "horizontal"), ("rho_v", "vertical"), ("rho_c", "channel")) if getattr(self, f"{n}_rejected")]
         return f"Residual elements are correlated ({', '.join(which)}), so they are not independent: {nums}"
 
@@ -347,7 +350,7 @@ class CheckResult:
         s = self.test("scale")
         nums = f"sd of log per-image scale {100 * s.effect:.2g}% (CI {100 * s.lo:.2g}% to {100 * s.hi:.2g}%)"
         if self.scale_ok:
-            return f"Images at the same t share one residual scale: {nums}"
+            return f"Images at the same t share one residual scale (no difference at the family-wise level, p = {s.p:.2g}): {nums}"
         return f"The residual scale differs between images at the same t, so sigma^2 depends on more than t: {nums}"
 
     def verdict_reading(self) -> str:
@@ -535,7 +538,3 @@ def quick_stats(r: np.ndarray, t: np.ndarray | None = None) -> dict:
         out["scale_sd"] = scale_test(rows["log_top"], rows["log_bottom"], np.asarray(t)).effect
     return out
 
-
-TEST_LABELS = {"kurtosis": "excess kurtosis of u", "shape": "CDF of u^2 vs chi-squared(1) at 7 quantiles (Hotelling)",
-               "rho_h": "lag-1 autocorrelation, horizontal", "rho_v": "lag-1 autocorrelation, vertical",
-               "rho_c": "correlation across channels", "scale": "sd of log per-image scale at one t (split halves, Spearman)"}

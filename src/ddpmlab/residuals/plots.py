@@ -43,12 +43,13 @@ def channel_correlations(r: np.ndarray) -> np.ndarray:
 
 
 def plot_all(r, t, s2: R.Sigma2, rows: dict, chi: R.CheckResult, spikes: R.SpikeResult, train_losses, out: Path,
-             seed: int = 0, n_points: int = 20000, max_rows: int = 600) -> None:
+             seed: int = 0, n_points: int = 200_000, max_rows: int = 600) -> None:
     """r [M, C, H, W] residuals at t [M]; s2 and rows from check.chi_squared_check."""
     plt = plotting.plt
     rng = np.random.default_rng(seed)
     z = R.standardise(r, t, s2).reshape(-1)
-    sub = z if z.size <= n_points else z[rng.choice(z.size, n_points, replace=False)]
+    step = -(-z.size // n_points)
+    sub = z[int(rng.integers(step)) :: step]  # every step-th element: spread over all rows
 
     # 1. sigma^2(t) with its estimate
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -60,20 +61,23 @@ def plot_all(r, t, s2: R.Sigma2, rows: dict, chi: R.CheckResult, spikes: R.Spike
     ax.grid(alpha=0.3)
     plotting.save(fig, out / "loss_by_t.png")
 
-    # 2. QQ of z, log-density of z, top vs bottom half of each row (centred within t)
+    # 2. QQ of z (all elements, at quantiles reaching 1/(2N) into both tails), log-density of z, top vs bottom half
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    q = (np.arange(len(sub)) + 0.5) / len(sub)
-    ref = stats.norm.ppf(q)
-    axes[0].plot(ref, np.sort(sub), ".", ms=2)
+    zs = np.sort(z)
+    tail = np.logspace(np.log10(0.5 / zs.size), np.log10(0.02), 60)
+    probs = np.concatenate([tail, np.linspace(0.02, 0.98, 97)[1:-1], 1 - tail[::-1]])
+    ref = stats.norm.ppf(probs)
+    axes[0].plot(ref, zs[np.minimum((probs * zs.size).astype(np.int64), zs.size - 1)], ".", ms=3)
     axes[0].plot(ref[[0, -1]], ref[[0, -1]], "k--", lw=0.8)
     axes[0].set_xlabel("N(0, 1) quantile")
     axes[0].set_ylabel("z = r / sigma_hat(t) quantile")
-    axes[0].set_title(f"QQ: excess kurtosis {chi.kurtosis:.3g} [{chi.kurtosis_lo:.3g}, {chi.kurtosis_hi:.3g}]")
+    axes[0].set_title(f"QQ, {zs.size:,} elements: excess kurtosis {chi.kurtosis:.3g}")
     zb = np.linspace(-6, 6, 121)
-    axes[1].hist(sub, bins=zb, density=True, alpha=0.6, label="z")
-    axes[1].plot(zb, stats.norm.pdf(zb), "k", lw=1, label="N(0, 1)")
+    axes[1].hist(sub, bins=zb, density=True, histtype="step", lw=1.2, label=f"z ({len(sub):,} elements)")
+    axes[1].plot(zb, stats.norm.pdf(zb), "k", lw=0.8, label="N(0, 1)")
     axes[1].set_yscale("log")
-    axes[1].legend()
+    axes[1].set_ylim(0.3 / len(sub) / (zb[1] - zb[0]), 1)
+    axes[1].legend(fontsize=8)
     axes[1].set_title("density of z")
     _, inv = np.unique(t, return_inverse=True)
     centre = lambda a: a - (np.bincount(inv, a) / np.bincount(inv))[inv]  # noqa: E731
@@ -98,7 +102,7 @@ def plot_all(r, t, s2: R.Sigma2, rows: dict, chi: R.CheckResult, spikes: R.Spike
     fig.colorbar(im, ax=axes[0], shrink=0.8)
     axes[0].set_xlabel("dx (px)")
     axes[0].set_ylabel("dy (px)")
-    axes[0].set_title(f"autocorrelation of r by lag (rho_h {chi.rho_h:+.3f}, rho_v {chi.rho_v:+.3f})")
+    axes[0].set_title(f"autocorrelation by lag: rho_h {chi.rho_h:+.3f}, rho_v {chi.rho_v:+.3f}", fontsize=10)
     if r.shape[1] > 1:
         cc = channel_correlations(few)
         im = axes[1].imshow(cc - np.eye(len(cc)), cmap="RdBu_r", vmin=-max(0.05, np.abs(cc - np.eye(len(cc))).max()),
@@ -107,6 +111,8 @@ def plot_all(r, t, s2: R.Sigma2, rows: dict, chi: R.CheckResult, spikes: R.Spike
             axes[1].text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
         fig.colorbar(im, ax=axes[1], shrink=0.8)
         axes[1].set_title(f"channel correlation (rho_c {chi.rho_c:+.3f})")
+        axes[1].set_xticks(range(len(cc)))
+        axes[1].set_yticks(range(len(cc)))
         axes[1].set_xlabel("channel")
         axes[1].set_ylabel("channel")
     else:

@@ -277,14 +277,14 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
             if compiling and dist.main:
                 bar.write(f"torch.compile: first step done in {time.perf_counter() - tc:.1f} s; training")
             step += 1
-        total, seen = totals.tolist()
+        total, seen = totals.tolist()  # the epoch's one host sync
+        seconds = time.perf_counter() - t0  # training only: validation below is not throughput
         rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg.lr, cfg.warmup_steps)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             with rt.autocast():
                 rec["val/loss"] = validation_loss(ema, sched, vx, vt, vnoise, 4 * cfg.batch_size)
                 rec["val/loss_raw"] = validation_loss(model, sched, vx, vt, vnoise, 4 * cfg.batch_size)
         history.append(rec)
-        seconds = time.perf_counter() - t0
         timings.append([int(seen), seconds])
         if log and dist.main:
             log(rec)
