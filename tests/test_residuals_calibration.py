@@ -3,8 +3,8 @@
 Under the hypothesis (iid Gaussian residuals, sigma^2(t) one of three curves that vary 50x over t,
 rotating across draws) each test's false-alarm rate is its nominal level and the verdict's is at
 most alpha (Holm). Against each alternative the right component fails. CI runs small draw counts
-with bounds of 3 binomial standard errors; `-m slow` runs enough draws to show the rates:
-    python -m pytest tests/test_residuals_calibration.py -m slow -q
+with bounds of 3 binomial standard errors; `-m full` runs enough draws to show the rates:
+    python -m pytest tests/test_residuals_calibration.py -m full -q
 (measured figures: README, "The chi-squared check").
 """
 
@@ -83,7 +83,7 @@ def test_alternatives_fail_their_component(kind, strength, component):
 # the full-size measurement (`-m slow`): the rates quoted in README
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_false_alarm_rates_measured_at_default_size():
     """1,000 draws (about 5 CPU-minutes): each test's rate at 0.05 within 3 SE (2.1 points), at 0.01 at most 1% + 3 SE;
     Holm's verdict and each component at most their nominal level + 3 SE."""
@@ -94,7 +94,7 @@ def test_false_alarm_rates_measured_at_default_size():
         assert np.mean(res["p"][:, j] < 0.01) <= 0.01 + 3 * se(0.01, n), name
 
 
-@pytest.mark.slow
+@pytest.mark.full
 def test_false_alarm_rates_measured_at_ten_times_the_rows():
     """100 draws of 6,000 rows (about 4 CPU-minutes)."""
     n = 100
@@ -102,7 +102,7 @@ def test_false_alarm_rates_measured_at_ten_times_the_rows():
     assert_calibrated(res, n, 0.05)
 
 
-@pytest.mark.slow
+@pytest.mark.full
 @pytest.mark.parametrize(
     "kind, strength, component",
     [("t", 3.0, "marginal"), ("t", 5.0, "marginal"), ("laplace", None, "marginal"), ("blur", 0.6, "correlation"), ("scale", 0.3, "scale")],
