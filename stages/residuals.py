@@ -30,10 +30,9 @@ def main(argv=None):
         model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
     except (ParamsError, DataError, RuntimeError) as e:
         sys.exit(f"residuals: {e}")
-    history = ckpt["history"]
     c = P.residuals
-    chi, spikes = run(model, sched, to_model(val_x).to(device), [h["train/loss"] for h in history], [h["val/loss"] for h in history if "val/loss" in h],
-                      int(ckpt["n_train"]), n_t=c.n_t, draws_per_t=c.draws_per_t, alpha=c.alpha, seed=P.seed, out=args.out)
+    chi, spikes = run(model, sched, to_model(val_x).to(device), ckpt["history"], int(ckpt["n_train"]),
+                      n_t=c.n_t, draws_per_t=c.draws_per_t, alpha=c.alpha, seed=P.seed, out=args.out)
     print("residuals:", chi.reading())
     print("residuals:", spikes.reading())
 

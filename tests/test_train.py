@@ -86,7 +86,9 @@ def test_identical_runs_write_byte_identical_model_files(tmp_path, data):
     a, b = (tmp_path / "a/model.pt").read_bytes(), (tmp_path / "b/model.pt").read_bytes()
     assert a == b
     hist = load_checkpoint(tmp_path / "a/model.pt")["history"]
-    assert {k for r in hist for k in r} <= {"epoch", "step", "train/loss", "lr", "val/loss", "val/loss_raw"}
+    resid = {f"val/resid_{k}" for k in ("excess_kurtosis", "rho_h", "rho_v", "rho_c")}  # the check's effect sizes over training
+    assert {k for r in hist for k in r} <= {"epoch", "step", "train/loss", "lr", "val/loss", "val/loss_raw"} | resid
+    assert resid <= set(hist[-1])  # logged at every validation point
     assert "resume_key" not in load_checkpoint(tmp_path / "a/model.pt")
 
 

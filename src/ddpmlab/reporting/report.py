@@ -25,7 +25,7 @@ INPUTS = {
     "train_metrics": ("train", "metrics.json"), "train_speed": ("train", "speed.json"), "loss_plot": ("train", "loss.png"),
     "residual_metrics": ("residuals", "metrics.json"), "loss_by_t": ("residuals", "loss_by_t.csv"),
     "loss_by_t_plot": ("residuals", "loss_by_t.png"), "qq": ("residuals", "qq.png"), "autocorr": ("residuals", "autocorr.png"),
-    "spikes": ("residuals", "spikes.png"),
+    "spikes": ("residuals", "spikes.png"), "over_training": ("residuals", "over_training.png"),
     "sampling": ("sample", "sampling.json"), "grid": ("sample", "grid.png"), "trajectory": ("sample", "trajectory.png"),
     "trajectory_gif": ("sample", "trajectory.gif"),
     "evaluate_metrics": ("evaluate", "metrics.json"), "sweep_table": ("sweep", "sweep.csv"), "sweep_plot": ("sweep", "sweep.png"),
@@ -149,7 +149,7 @@ Forward process on one training image at t = {sched['forward_t']}:
 
 ## Residuals: the chi-squared check
 
-{residuals_section(chi, spikes, by_t, img)}
+{residuals_section(chi, spikes, by_t, img, res)}
 
 ## Sampler sweep
 
@@ -184,7 +184,19 @@ def prc_reading(ev: dict) -> str:
             "samples off the data (blobs); low recall: missing modes (collapse); both near 1 with near-copies: memorization.")
 
 
-def residuals_section(chi: R.CheckResult, spikes: R.SpikeResult, by_t: pd.DataFrame, img) -> str:
+def training_reading(m: dict) -> str:
+    """How the check's effect sizes moved between the first and the last validation point (the trainer logs them)."""
+    parts = [f"{name} {m[f'training_{k}_first']:.3g} -> {m[f'training_{k}_last']:.3g}"
+             for k, name in (("excess_kurtosis", "excess kurtosis"), ("rho_h", "horizontal lag-1 correlation"),
+                             ("rho_v", "vertical lag-1 correlation"), ("rho_c", "correlation across channels"))
+             if f"training_{k}_first" in m]
+    if not parts:
+        return "not logged by this run's trainer."
+    return ("from the first to the last validation point (EMA weights, fixed validation draws; independent Gaussian "
+            "residuals give 0 for each): " + "; ".join(parts) + ".")
+
+
+def residuals_section(chi: R.CheckResult, spikes: R.SpikeResult, by_t: pd.DataFrame, img, metrics: dict | None = None) -> str:
     """The chi-squared check: the verdict, one sentence per component, every test, sigma^2(t) and the figures."""
     tests = ["| component | test | statistic | p | effect [95% CI] | rejected |", "|---|---|---|---|---|---|"]
     for comp, names in R.COMPONENTS.items():
@@ -221,6 +233,10 @@ Autocorrelation of the residual inside an image by lag, across channels, and the
 {img('autocorr', 'autocorrelation')}
 
 {img('spikes', 'loss spikes')}
+
+Over training: {training_reading(metrics or {})}
+
+{img('over_training', 'the check over training')}
 """
 
 

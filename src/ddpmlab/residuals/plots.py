@@ -147,3 +147,29 @@ def plot_all(r, t, s2: R.Sigma2, rows: dict, chi: R.CheckResult, spikes: R.Spike
     ax.set_title(f"loss spikes: observed/predicted spread = {spikes.ratio:.2f} ± {spikes.ratio_se:.2f}")
     ax.legend(fontsize=8)
     plotting.save(fig, out / "spikes.png")
+
+
+TRAINING_KEYS = {"excess_kurtosis": "excess kurtosis of z (0)", "rho_h": "lag-1 corr., horizontal (0)",
+                 "rho_v": "lag-1 corr., vertical (0)", "rho_c": "corr. across channels (0)"}
+
+
+def over_training(history: list, out: Path) -> dict:
+    """The check's effect sizes at each validation point (logged by the trainer as val/resid_*) against step.
+
+    Returns {key: (first, last)} for the report's sentence; {} when the run logged none.
+    """
+    series = {k: [(h["step"], h[f"val/resid_{k}"]) for h in history if f"val/resid_{k}" in h] for k in TRAINING_KEYS}
+    series = {k: v for k, v in series.items() if v}
+    fig, ax = plotting.plt.subplots(figsize=(6, 3.8))
+    for k, v in series.items():
+        s, y = zip(*v)
+        ax.plot(s, y, "o-", ms=3, lw=1, label=TRAINING_KEYS[k])
+    ax.axhline(0, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("effect size (independent Gaussian: 0)")
+    ax.set_title("the residual check over training (EMA weights, fixed validation draws)")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    plotting.save(fig, out / "over_training.png")
+    return {k: (v[0][1], v[-1][1], v[0][0], v[-1][0]) for k, v in series.items()}

@@ -42,10 +42,16 @@ def collect_residuals(model, sched: Schedule, val_x: torch.Tensor, n_t: int, dra
     return torch.cat(rs).numpy(), t_all.numpy(), tk, w
 
 
-def run(model, sched: Schedule, val_x: torch.Tensor, train_losses, val_losses, n_train: int, *, n_t: int, draws_per_t: int,
+def run(model, sched: Schedule, val_x: torch.Tensor, history: list, n_train: int, *, n_t: int, draws_per_t: int,
         alpha: float, seed: int, out: Path) -> tuple[R.CheckResult, R.SpikeResult]:
-    """Collect, check, write every output of the stage into `out`; returns the two results."""
-    from ddpmlab.residuals.plots import plot_all  # matplotlib only where figures are drawn
+    """Collect, check, write every output of the stage into `out`; returns the two results.
+
+    history: the checkpoint's per-epoch records (train/loss; val/loss and the val/resid_* effect sizes
+    where validated)."""
+    from ddpmlab.residuals.plots import over_training, plot_all  # matplotlib only where figures are drawn
+
+    train_losses = [h["train/loss"] for h in history]
+    val_losses = [h["val/loss"] for h in history if "val/loss" in h]
 
     r, t, tk, w = collect_residuals(model, sched, val_x, n_t, draws_per_t, seed)
     chi, s2, rows = R.chi_squared_check(r, t, sched.T, alpha, seed=seed)
@@ -59,5 +65,7 @@ def run(model, sched: Schedule, val_x: torch.Tensor, train_losses, val_losses, n
     plot_all(r, t, s2, rows, chi, spikes, train_losses, out, seed=seed)
     m = R.metrics(chi, spikes)
     m["val_loss_epoch_std"] = R.observed_epoch_std(val_losses)[0]
+    for k, (first, last, s_first, s_last) in over_training(history, out).items():
+        m[f"training_{k}_first"], m[f"training_{k}_last"] = first, last
     write_json(out / "metrics.json", m)
     return chi, spikes

@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from ddpmlab.data.images import to_model
 from ddpmlab.diffusion.sampling import derive_seed, per_sample_loss
-from ddpmlab.diffusion.schedule import Schedule
+from ddpmlab.diffusion.schedule import Schedule, q_sample
 from ddpmlab.model.unet import UNet, UNetConfig, count_params
+from ddpmlab.residuals.stats import training_stats
 from ddpmlab.schema import Params, TrainParams, plain
 from ddpmlab.training.checkpoint import CHECKPOINT_FORMAT, canonical, save_atomic
 from ddpmlab.training.runtime import Runtime, make_runtime
@@ -108,14 +109,36 @@ def fixed_validation_draws(n: int, draws: int, T: int, shape, seed: int):
 
 
 @torch.no_grad()
-def validation_loss(model, sched: Schedule, val_x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, batch: int) -> float:
+def validation_residuals(model, sched: Schedule, val_x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, batch: int) -> torch.Tensor:
+    """r = eps - eps_theta(x_t, t) for every fixed validation draw -> [n*draws, C, H, W] float32 (on the device).
+
+    val_x [n, C, H, W]; t [n*draws], noise [n*draws, C, H, W] from fixed_validation_draws.
+    """
     was_training = model.training
     model.eval()
     draws = len(t) // len(val_x)
     x0 = val_x.repeat(draws, 1, 1, 1)
-    losses = [per_sample_loss(model, sched, x0[i : i + batch], t[i : i + batch].to(x0.device), noise[i : i + batch].to(x0.device)) for i in range(0, len(x0), batch)]
+    rs = []
+    for i in range(0, len(x0), batch):
+        tt, eps = t[i : i + batch].to(x0.device), noise[i : i + batch].to(x0.device)
+        rs.append(eps - model(q_sample(sched, x0[i : i + batch], tt, eps), tt).float())
     model.train(was_training)
-    return float(torch.cat(losses).mean())
+    return torch.cat(rs)
+
+
+def validation_loss(model, sched: Schedule, val_x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, batch: int) -> float:
+    """Ho et al. eq. 14 on the fixed validation draws: mean over draws of ||r||^2 / (C*H*W)."""
+    return float(validation_residuals(model, sched, val_x, t, noise, batch).pow(2).flatten(1).mean(1).mean())
+
+
+def validation_record(ema, model, sched: Schedule, vx, vt, vnoise, batch: int) -> dict:
+    """Validation loss of the EMA and raw weights, and a small version of the residual check on the EMA
+    residuals (excess kurtosis, lag-1 correlations; residuals.stats), so its course over training is logged."""
+    r = validation_residuals(ema, sched, vx, vt, vnoise, batch)
+    rec = {"val/loss": float(r.pow(2).flatten(1).mean(1).mean()),
+           "val/loss_raw": validation_loss(model, sched, vx, vt, vnoise, batch)}
+    stats = training_stats(r.cpu().numpy())
+    return rec | {f"val/resid_{k}": v for k, v in stats.items() if math.isfinite(v)}
 
 
 def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: torch.Tensor, step: int, cfg: TrainParams, seed: int,
@@ -282,8 +305,7 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
         rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg.lr, cfg.warmup_steps)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             with rt.autocast():
-                rec["val/loss"] = validation_loss(ema, sched, vx, vt, vnoise, 4 * cfg.batch_size)
-                rec["val/loss_raw"] = validation_loss(model, sched, vx, vt, vnoise, 4 * cfg.batch_size)
+                rec |= validation_record(ema, model, sched, vx, vt, vnoise, 4 * cfg.batch_size)
         history.append(rec)
         timings.append([int(seen), seconds])
         if log and dist.main:

@@ -19,7 +19,8 @@ from ddpmlab.schema import load_params
 from ddpmlab.training.loop import TrainSetup, final_metrics, train
 from ddpmlab.training.runtime import init_distributed, relaunch_under_torchrun, under_torchrun
 
-LOGGED = ("train/loss", "val/loss", "val/loss_raw", "lr")  # dvclive metrics (reports/train/metrics.json, plots)
+# dvclive metrics (reports/train/metrics.json, plots); val/resid_*: the residual check's effect sizes over training
+LOGGED = ("train/loss", "val/loss", "val/loss_raw", "lr", "val/resid_excess_kurtosis", "val/resid_rho_h", "val/resid_rho_v", "val/resid_rho_c")
 
 
 @contextlib.contextmanager
