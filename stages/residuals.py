@@ -10,7 +10,7 @@ from ddpmlab.device import resolve_device
 from ddpmlab.errors import DataError
 from ddpmlab.residuals.run import run
 from ddpmlab.schema import ParamsError, load_params
-from ddpmlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
+from ddpmlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint, schedule_mismatch
 
 
 def main(argv=None):
@@ -28,6 +28,9 @@ def main(argv=None):
             raise DataError(f"{len(val_x)} validation image(s) x residuals.draws_per_t = {P.residuals.draws_per_t} < 2 rows per t; raise draws_per_t")
         device = resolve_device(args.device)
         model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
+        s = P.schedule
+        if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, str(args.model)):
+            raise DataError(msg)
     except (ParamsError, DataError, RuntimeError) as e:
         sys.exit(f"residuals: {e}")
     c = P.residuals

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from ddpmlab.data.images import to_uint8
 from ddpmlab.diffusion.sampling import SamplerSpec, sample, sampling_steps
 from ddpmlab.diffusion.schedule import Schedule
+from ddpmlab.training.checkpoint import schedule_mismatch  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -39,23 +40,6 @@ def generate(model, sched: Schedule, spec: SamplerSpec, n: int, batch: int, seed
             if k == 0:
                 traj = [to_uint8(f) for f in tr]
     return Generated(np.concatenate(images), traj, n_steps, time.perf_counter() - t0)
-
-
-def schedule_mismatch(stored: dict, T: int, name: str, beta_start: float, beta_end: float, where: str) -> str | None:
-    """One line if params.yaml's diffusion settings differ from those a checkpoint was trained with, else None.
-
-    stored: the checkpoint's schedule_config {name, T, beta_start, beta_end}. The checkpoint is what the
-    network learned, so it wins; a mismatch means params were edited without retraining.
-    """
-    want = {"T": T, "name": name}
-    if name == "linear":
-        want |= {"beta_start": beta_start, "beta_end": beta_end}
-    for key, value in want.items():
-        if stored.get(key) != value:
-            pkey = "T" if key == "T" else f"schedule.{key}"
-            return (f"params.yaml {pkey} = {value!r} but {where} was trained with {stored.get(key)!r}: "
-                    "rerun training (`dvc repro`) or set the parameter back")
-    return None
 
 
 def trajectory_rows(traj: list, m: int) -> np.ndarray:

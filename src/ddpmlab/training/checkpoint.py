@@ -100,3 +100,20 @@ def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> t
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint lacks or mismatches its model description ({type(e).__name__}: {str(e)[:120]}); retrain it") from None
     return model.to(device).eval(), sched, ckpt
+
+
+def schedule_mismatch(stored: dict, T: int, name: str, beta_start: float, beta_end: float, where: str) -> str | None:
+    """One line if params.yaml's diffusion settings differ from those a checkpoint was trained with, else None.
+
+    stored: the checkpoint's schedule_config {name, T, beta_start, beta_end}. The checkpoint is what the
+    network learned, so it wins; a mismatch means params were edited without retraining.
+    """
+    want = {"T": T, "name": name}
+    if name == "linear":
+        want |= {"beta_start": beta_start, "beta_end": beta_end}
+    for key, value in want.items():
+        if stored.get(key) != value:
+            pkey = "T" if key == "T" else f"schedule.{key}"
+            return (f"params.yaml {pkey} = {value!r} but {where} was trained with {stored.get(key)!r}: "
+                    "rerun training (`dvc repro`) or set the parameter back")
+    return None
