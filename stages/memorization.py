@@ -4,23 +4,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ddpmlab.errors import DataError
 from ddpmlab.schema import ParamsError, load_params
 from ddpmlab.io import write_json
 from ddpmlab.evaluation.memorization import analyse, figures
-from ddpmlab.data.splits import load_split
-
-
-def _npz(path, key):
-    if not Path(path).is_file():
-        raise DataError(f"{path} not found: run `dvc repro` for the stage that writes it")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return z[key]
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path} cannot be read ({type(e).__name__}: {e}); rerun the stage that writes it") from None
+from ddpmlab.data.splits import load_array, load_split
 
 
 def main(argv=None):
@@ -37,8 +25,8 @@ def main(argv=None):
     try:
         mp = load_params(args.params).memorization
         ratio, cos = mp.pixel_ratio, mp.cosine_threshold
-        samples, train, val = _npz(args.samples, "images"), load_split(args.train), load_split(args.val)
-        fs, ft, fv = _npz(args.sample_features, "features"), _npz(args.train_features, "features"), _npz(args.val_features, "features")
+        samples, train, val = load_array(args.samples, "images"), load_split(args.train), load_split(args.val)
+        fs, ft, fv = load_array(args.sample_features, "features"), load_array(args.train_features, "features"), load_array(args.val_features, "features")
     except (ParamsError, DataError) as e:
         sys.exit(f"memorization: {e}")
     m, details = analyse(samples, train, val, fs, ft, fv, ratio, cos)
