@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ddpmlab.errors import DataError, ParamError
-from ddpmlab.evaluation.fid import fetch_inception
+from ddpmlab.evaluation.inception_fetch import fetch_inception
 from ddpmlab.schema import ParamsError, load_params
 
 

@@ -10,7 +10,8 @@ import torch
 
 from ddpmlab.data.download import fetch_pypi
 from ddpmlab.errors import DataError
-from ddpmlab.evaluation.fid import CONVERTED_DIGEST, InceptionFeatures, fetch_inception, fid_from_features, kid_from_features, tensor_digest
+from ddpmlab.evaluation.fid import CONVERTED_DIGEST, InceptionFeatures, fid_from_features, kid_from_features, tensor_digest
+from ddpmlab.evaluation.inception_fetch import fetch_inception
 from ddpmlab.schema import load_params
 
 from .conftest import ROOT
