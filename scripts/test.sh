@@ -3,4 +3,4 @@
 # Extra arguments go to pytest (e.g. -m "not slow" for the fast layer only).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-python -m pytest "$@"
+python -m pytest --durations=15 "$@"
