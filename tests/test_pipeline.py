@@ -37,11 +37,8 @@ def tiny_params(folder: Path) -> dict:
     return p
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A fresh git+DVC repository holding this project's pipeline with tiny params."""
-    d = tmp_path_factory.mktemp("proj")
-    imgs = d.parent / (d.name + "_imgs")
+def make_project(d: Path, imgs: Path) -> dict:
+    """A fresh git+DVC repository at d holding this project's pipeline with tiny params on the images in imgs; returns the env."""
     imgs.mkdir()
     for i, im in enumerate(blob_images(12, seed=3)):
         im.save(imgs / f"{i:02d}.png")
@@ -54,8 +51,15 @@ def project(tmp_path_factory):
     run(["git", "init", "-q", "-b", "main"], d, env)
     run(["dvc", "init", "-q"], d, env)
     run(["git", "add", "-A"], d, env)
-    run(["git", "commit", "-qm", "init"], d, env)
-    return d, env
+    run(["git", "commit", "-qm", "init"], d, env)  # dvclive (train) needs a commit
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh git+DVC repository holding this project's pipeline with tiny params."""
+    d = tmp_path_factory.mktemp("proj")
+    return d, make_project(d, d.parent / (d.name + "_imgs"))
 
 
 def test_repro_then_experiment_with_other_T(project):

@@ -7,17 +7,13 @@ needs no Inception weights (no network) and takes one to two minutes; ci/smoke.s
 on the whole smoke pair.
 """
 
-import os
 import re
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import ROOT, blob_images
-from .test_pipeline import run, tiny_params
+from .conftest import ROOT
+from .test_pipeline import make_project, run
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # DVC 3's built-in templates (dvc_render); anything else ends `dvc plots` in "Template ... not found"
@@ -65,20 +61,8 @@ def _images_in(html: str) -> set[str]:
 @pytest.mark.slow
 def test_plots_show_and_diff_through_dvc(tmp_path):
     d = tmp_path / "proj"
-    imgs = tmp_path / "imgs"
-    imgs.mkdir()
-    for i, im in enumerate(blob_images(12, seed=3)):
-        im.save(imgs / f"{i:02d}.png")
-    shutil.copytree(ROOT / "stages", d / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "src", d / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy(ROOT / "dvc.yaml", d / "dvc.yaml")
-    (d / "params.yaml").write_text(yaml.safe_dump(tiny_params(imgs), sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
-    run(["git", "init", "-q", "-b", "main"], d, env)
-    run(["dvc", "init", "-q"], d, env)
-    run(["git", "add", "-A"], d, env)
-    run(["git", "commit", "-qm", "init"], d, env)  # dvclive (train) needs a commit
+    d.mkdir()
+    env = make_project(d, tmp_path / "imgs")
     run(["dvc", "repro", "schedule", "sample"], d, env)
     run(["git", "add", "-A"], d, env)
     run(["git", "commit", "-qm", "tiny run"], d, env)
