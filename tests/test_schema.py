@@ -2,6 +2,7 @@
 
 import ast
 import copy
+import re
 import subprocess
 import sys
 import typing
@@ -82,7 +83,7 @@ def test_bad_value_is_one_line_naming_the_key(key, value, message):
         validate(with_(key, value))
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("params.yaml: ")
-    assert __import__("re").search(message, msg), msg
+    assert re.search(message, msg), msg
 
 
 def test_missing_key_is_named():
@@ -109,7 +110,8 @@ def test_url_source_needs_url_and_sha():
 
 def test_scientific_notation_without_dot_is_a_float(tmp_path):
     """`dvc exp run -S train.lr=0.0000001` writes `lr: 1e-07`, which plain PyYAML would read as a string."""
-    text = (ROOT / "params.yaml").read_text().replace("lr: 0.0002", "lr: 2e-04")
+    text, n = re.subn(r"(?m)^(  lr:) *[0-9.eE+-]+", r"\1 2e-04", (ROOT / "params.yaml").read_text())
+    assert n == 1
     (tmp_path / "p.yaml").write_text(text)
     assert load_params(tmp_path / "p.yaml").train.lr == 2e-4
 
