@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from ddpmlab.device import FastDenoiser, resolve_device
-from ddpmlab.diffusion.generate import generate, save_samples, schedule_mismatch
+from ddpmlab.diffusion.generate import generate, save_samples
 from ddpmlab.diffusion.sampling import SamplerSpec
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
 from ddpmlab.schema import ParamsError, load_params
-from ddpmlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint
+from ddpmlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint, schedule_mismatch
 
 
 def main(argv=None):

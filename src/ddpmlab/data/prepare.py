@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ddpmlab.data.splits import load_split  # noqa: F401  (re-exported: the old import path keeps working)
 from ddpmlab.errors import DataError, ParamError
 
 WHITE = (255, 255, 255)

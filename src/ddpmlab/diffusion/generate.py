@@ -15,7 +15,6 @@ from tqdm import tqdm
 from ddpmlab.data.images import to_uint8
 from ddpmlab.diffusion.sampling import SamplerSpec, sample, sampling_steps
 from ddpmlab.diffusion.schedule import Schedule
-from ddpmlab.training.checkpoint import schedule_mismatch  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from ddpmlab.device import FastDenoiser
-from ddpmlab.diffusion.generate import generate, schedule_mismatch
+from ddpmlab.diffusion.generate import generate
 from ddpmlab.diffusion.sampling import SamplerSpec
 from ddpmlab.diffusion.schedule import Schedule
 from ddpmlab.evaluation.metrics import Extractor, MetricSpec, feature_metrics
 from ddpmlab.io import write_json
-from ddpmlab.training.checkpoint import build_model_from_checkpoint
+from ddpmlab.training.checkpoint import build_model_from_checkpoint, schedule_mismatch
 
 COLUMNS = ["sampler", "steps", "eta", "fid", "kid", "kid_std", "precision", "recall", "prc_k",
            "n_generated", "n_reference", "kid_subset_size", "seconds"]

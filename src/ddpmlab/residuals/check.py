@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from scipy import special, stats
 
-from ddpmlab.residuals.stats import PROBS, row_statistics, training_stats  # noqa: F401  (re-exported)
+from ddpmlab.residuals.stats import PROBS, row_statistics, training_stats
 
 MIN_ROWS_PER_T = 2  # the scale test compares rows at one t; sigma^2(t) needs a spread for its CI
 KS_MAX_ELEMENTS = 200_000  # the descriptive KS distance uses a fixed subsample: stable, bounded cost
