@@ -21,7 +21,7 @@ from .conftest import ROOT, blob_images
 
 
 def tiny_setup(seed=0, **train_overrides):
-    tc = dict(device="cpu", epochs=4, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9,
+    tc = dict(device="cpu", epochs=4, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9, min_snr_gamma=0.0,
               hflip=True, val_every=2, val_draws=2, checkpoint_every=1, bf16=True, compile=False, processes=1)
     tc.update(train_overrides)
     return TrainSetup(
@@ -76,6 +76,32 @@ def test_loss_falls_and_checkpoint_describes_itself(tmp_path, data):
     assert sched.T == 20 and ckpt["model_config"]["ch"] == 16 and ckpt["model_config"]["in_channels"] == 3 and len(ckpt["history"]) == 12
     assert ckpt["schedule_config"] == {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02}
     assert model(torch.zeros(1, 3, 16, 16), torch.tensor([3])).shape == (1, 3, 16, 16)
+
+
+def test_min_snr_weights_follow_hang_et_al_and_change_only_the_gradient(tmp_path, data):
+    """min(SNR, gamma)/SNR: 1 where SNR <= gamma (large t), gamma/SNR below; a gamma above every SNR trains
+    exactly like the uniform loss, gamma 5 trains differently, and the logged loss stays the unweighted one."""
+    from ddpmlab.diffusion.schedule import Schedule
+    from ddpmlab.training.loop import min_snr_weights
+
+    sched = Schedule.from_params("linear", 1000)
+    t = torch.arange(1000)
+    w = min_snr_weights(sched, t, 5.0).double().numpy()
+    snr = sched.alpha_bar / (1 - sched.alpha_bar)
+    assert np.allclose(w, np.minimum(snr, 5.0) / snr, rtol=1e-6) and w.max() == 1.0
+    assert np.all(w[snr <= 5] == 1) and np.all(w[snr > 5] < 1) and w[0] < 1e-3
+    assert torch.equal(min_snr_weights(sched, t, 0.0), torch.ones(1000))
+
+    runs = {}
+    for name, gamma in (("uniform", 0.0), ("huge", 1e9), ("five", 5.0)):
+        runs[name] = train(tiny_setup(epochs=2, min_snr_gamma=gamma), *data, tmp_path / f"{name}.state", tmp_path / f"{name}.pt")
+    assert_same_weights(weights(tmp_path / "uniform.pt"), weights(tmp_path / "huge.pt"))
+    five, uniform = weights(tmp_path / "five.pt"), weights(tmp_path / "uniform.pt")
+    assert any(not torch.equal(five[k], uniform[k]) for k in five)
+    # one step from the same initial weights and draws: the logged loss is the unweighted one, so it is equal
+    first = [train(tiny_setup(epochs=1, batch_size=16, min_snr_gamma=g), *data, tmp_path / f"1-{g}.state", tmp_path / f"1-{g}.pt")
+             .history[0]["train/loss"] for g in (0.0, 5.0)]
+    assert first[0] == first[1]
 
 
 def test_identical_runs_write_byte_identical_model_files(tmp_path, data):

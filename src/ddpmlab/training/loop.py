@@ -87,6 +87,16 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
+def min_snr_weights(sched: Schedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample loss weights min(SNR_t, gamma) / SNR_t for epsilon-prediction (Hang et al. 2023, eq. 7);
+    SNR_t = alpha_bar_t / (1 - alpha_bar_t). gamma 0: all ones (Ho et al.'s simple loss)."""
+    if gamma == 0:
+        return torch.ones(len(t), device=t.device)
+    snr = sched.alpha_bar / (1.0 - sched.alpha_bar)
+    w = torch.as_tensor(np.minimum(snr, gamma) / snr, dtype=torch.float32, device=t.device)
+    return w[t]
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, 1, epoch)))
 
@@ -159,9 +169,10 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
     torch.manual_seed(derive_seed(seed, 4, step, rt.dist.rank))  # dropout
     with rt.autocast():
         loss_each = per_sample_loss(net, sched, x0, t, rt.layout(noise))
+    # the logged loss is unweighted (comparable across weightings); the gradient is of the weighted one.
     # sum over my shard / global batch, times world size: DDP averages gradients over ranks, so the
     # applied gradient is that of the global-batch mean, exactly as in single-process training
-    loss = loss_each.sum() * (rt.dist.world / B)
+    loss = (loss_each * min_snr_weights(sched, t, cfg.min_snr_gamma)).sum() * (rt.dist.world / B)
     stats = torch.stack([loss_each.detach().sum(), torch.tensor(float(len(idx)), device=loss.device)])
     if rt.dist.world > 1:
         import torch.distributed as d
