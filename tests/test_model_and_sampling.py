@@ -6,7 +6,7 @@ import torch
 
 from ddpmlab.model.unet import UNetConfig as ModelConfig
 from ddpmlab.diffusion.sampling import SamplerSpec, ddim_timesteps, sample, sampling_steps
-from ddpmlab.diffusion.schedule import Schedule, linear_betas
+from ddpmlab.diffusion.schedule import Schedule, linear_betas, predict_x0_from_eps, q_sample
 from ddpmlab.model.unet import AttnBlock, UNet, count_params, timestep_embedding
 
 TINY = ModelConfig(16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8)
@@ -95,3 +95,32 @@ def test_image_depends_on_seed_and_index_not_batch(spec):
     assert torch.allclose(whole[3], alone[0], atol=1e-5)
     other, _ = sample(model, sched, spec, range(5), seed=8, shape=(3, 16, 16), device="cpu")
     assert not torch.allclose(whole, other)
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_v_prediction_converts_to_eps_exactly_and_its_loss_is_eps_loss_over_alpha_bar(name):
+    """Salimans & Ho 2022: a network answering the true v is, through EpsFromV, a network answering the true
+    eps; and for any v-network, a_bar_t x ||v - v_theta||^2 is the eps-space error of the wrapped network."""
+    from ddpmlab.diffusion.sampling import EpsFromV, as_eps_predictor, eps_space_factor, per_sample_loss, v_target
+
+    sched = Schedule.from_params(name, 1000)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(8, 3, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(8, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 10, 100, 500, 900, 990, 998])
+    xt = q_sample(sched, x0, t, noise)
+    true_v = v_target(sched, x0, t, noise)
+    oracle = lambda x, tt: true_v  # noqa: E731
+    assert torch.allclose(EpsFromV(oracle, sched)(xt, t), noise, atol=1e-4)
+    # and x_0 recovered from that eps (the samplers' route) is the data, even at t near T
+    x0_hat = predict_x0_from_eps(sched, xt, t, EpsFromV(oracle, sched)(xt, t)).clamp(-1, 1)
+    assert torch.allclose(x0_hat[:6], x0[:6], atol=1e-3)
+
+    net = UNet(ModelConfig(8, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), norm_groups=8)).eval()
+    with torch.no_grad():
+        v_err = per_sample_loss(net, sched, x0, t, noise, "v") * eps_space_factor(sched, t, "v")
+        eps_err = per_sample_loss(as_eps_predictor(net, sched, "v"), sched, x0, t, noise, "eps")
+    assert torch.allclose(v_err, eps_err, rtol=1e-3, atol=1e-7)
+    assert as_eps_predictor(net, sched, "eps") is net
+    with pytest.raises(ValueError, match="prediction"):
+        as_eps_predictor(net, sched, "x0")

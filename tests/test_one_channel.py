@@ -6,6 +6,7 @@ three times) -> memorization -> the report.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -130,6 +131,8 @@ def test_mnist_preset_end_to_end_stays_one_channel(tmp_path, served):
     assert 0 <= mem["mem_near_copy_fraction_pixel"] <= 1
     report = (d / "reports/report.md").read_text()
     assert "](sample/trajectory.gif)" in report, report[:3000]
+    # one channel has no channel correlation: the residual table says so instead of printing nan
+    assert "| correlation across channels | n/a |" in report and not re.search(r"\bnan\b", report), report[:3000]
 
     # the GIF's bytes depend only on the trajectory: sampling again gives the same file
     first = (d / "reports/sample/trajectory.gif").read_bytes()

@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("res")
     x = np.stack([np.asarray(im.convert("RGB").resize((16, 16))) for im in blob_images(24, seed=2)]).astype(np.uint8)
     np.savez(d / "val.npz", images=x[20:])
-    tc = dict(device="cpu", epochs=6, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9, min_snr_gamma=0.0,
+    tc = dict(device="cpu", epochs=6, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9, prediction="eps", min_snr_gamma=0.0,
               hflip=True, val_every=2, val_draws=2, checkpoint_every=3, bf16=True, compile=False, processes=1)
     setup = TrainSetup(UNetConfig(16, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
                        {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02}, TrainParams(**tc), 0)

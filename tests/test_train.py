@@ -21,7 +21,7 @@ from .conftest import ROOT, blob_images
 
 
 def tiny_setup(seed=0, **train_overrides):
-    tc = dict(device="cpu", epochs=4, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9, min_snr_gamma=0.0,
+    tc = dict(device="cpu", epochs=4, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9, prediction="eps", min_snr_gamma=0.0,
               hflip=True, val_every=2, val_draws=2, checkpoint_every=1, bf16=True, compile=False, processes=1)
     tc.update(train_overrides)
     return TrainSetup(
@@ -82,15 +82,18 @@ def test_min_snr_weights_follow_hang_et_al_and_change_only_the_gradient(tmp_path
     """min(SNR, gamma)/SNR: 1 where SNR <= gamma (large t), gamma/SNR below; a gamma above every SNR trains
     exactly like the uniform loss, gamma 5 trains differently, and the logged loss stays the unweighted one."""
     from ddpmlab.diffusion.schedule import Schedule
-    from ddpmlab.training.loop import min_snr_weights
+    from ddpmlab.training.loop import loss_weights
 
     sched = Schedule.from_params("linear", 1000)
     t = torch.arange(1000)
-    w = min_snr_weights(sched, t, 5.0).double().numpy()
+    w = loss_weights(sched, t, 5.0).double().numpy()
     snr = sched.alpha_bar / (1 - sched.alpha_bar)
     assert np.allclose(w, np.minimum(snr, 5.0) / snr, rtol=1e-6) and w.max() == 1.0
     assert np.all(w[snr <= 5] == 1) and np.all(w[snr > 5] < 1) and w[0] < 1e-3
-    assert torch.equal(min_snr_weights(sched, t, 0.0), torch.ones(1000))
+    assert torch.equal(loss_weights(sched, t, 0.0), torch.ones(1000))
+    # the v form weighs ||v - v_theta||^2 = ||eps - eps_theta||^2 / a_bar: the same weight on the eps-space error
+    wv = loss_weights(sched, t, 5.0, "v").double().numpy()
+    assert np.allclose(wv / sched.alpha_bar, w, rtol=1e-5)
 
     runs = {}
     for name, gamma in (("uniform", 0.0), ("huge", 1e9), ("five", 5.0)):
@@ -102,6 +105,23 @@ def test_min_snr_weights_follow_hang_et_al_and_change_only_the_gradient(tmp_path
     first = [train(tiny_setup(epochs=1, batch_size=16, min_snr_gamma=g), *data, tmp_path / f"1-{g}.state", tmp_path / f"1-{g}.pt")
              .history[0]["train/loss"] for g in (0.0, 5.0)]
     assert first[0] == first[1]
+
+
+def test_v_prediction_trains_and_the_checkpoint_samples_as_an_eps_predictor(tmp_path, data):
+    from ddpmlab.diffusion.sampling import EpsFromV, SamplerSpec, sample
+
+    res = train(tiny_setup(epochs=12, val_every=3, prediction="v"), *data, tmp_path / "state.pt", tmp_path / "model.pt")
+    losses = [r["train/loss"] for r in res.history]  # eps-space, as for eps-prediction
+    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:2]) and np.isfinite(res.history[-1]["val/loss"])
+    ckpt = load_checkpoint(tmp_path / "model.pt")
+    assert ckpt["train_config"]["prediction"] == "v"
+    model, sched, _ = build_model_from_checkpoint(ckpt)
+    assert isinstance(model, EpsFromV)
+    x, _ = sample(model, sched, SamplerSpec("ddim", 5), [0, 1], 0, (3, 16, 16), "cpu")
+    assert x.shape == (2, 3, 16, 16) and torch.isfinite(x).all()
+    ckpt["train_config"]["prediction"] = "x0"
+    with pytest.raises(CheckpointError, match="prediction"):
+        build_model_from_checkpoint(ckpt)
 
 
 def test_identical_runs_write_byte_identical_model_files(tmp_path, data):

@@ -87,7 +87,7 @@ def flops_per_image(model, cfg: UNetConfig, device, train: bool) -> float:
 
 def project_step(cfg: UNetConfig, batch: int, device, compile_: bool):
     tc = TrainParams(device=device.type, epochs=1, batch_size=batch, lr=2e-4, weight_decay=0.0, warmup_steps=0, grad_clip=1.0,
-                     ema_decay=0.9999, min_snr_gamma=0.0, hflip=True, val_every=1, val_draws=1, checkpoint_every=1, bf16=True, compile=compile_, processes=1)
+                     ema_decay=0.9999, prediction="eps", min_snr_gamma=0.0, hflip=True, val_every=1, val_draws=1, checkpoint_every=1, bf16=True, compile=compile_, processes=1)
     rt = make_runtime(tc.device, tc.bf16)
     cuda = rt.device.type == "cuda"
     model = UNet(cfg).to(device)

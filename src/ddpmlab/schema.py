@@ -168,7 +168,8 @@ class TrainParams(Section):
     warmup_steps: NonNegInt
     grad_clip: Annotated[float, Field(ge=0)]
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
-    min_snr_gamma: Annotated[float, Field(ge=0)]  # 0: Ho et al.'s uniform weights
+    prediction: Literal["eps", "v"]  # what the network outputs (diffusion.sampling.PREDICTIONS)
+    min_snr_gamma: Annotated[float, Field(ge=0)]  # 0: uniform weights in the prediction's own space
     hflip: bool
     val_every: PosInt
     val_draws: PosInt

@@ -21,10 +21,51 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def per_sample_loss(model, sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Ho et al. Algorithm 1 / eq. 14: || eps - eps_theta(x_t, t) ||^2 averaged over C*H*W -> [N]."""
-    eps = model(q_sample(sched, x0, t, noise), t)
-    return (noise - eps.float()).pow(2).flatten(1).mean(1)
+PREDICTIONS = ("eps", "v")  # what the network outputs; schema's TrainParams.prediction must agree
+
+
+def v_target(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v = sqrt(a_bar_t) eps - sqrt(1 - a_bar_t) x_0 (Salimans & Ho 2022, section 4)."""
+    return extract(sched.sqrt_alpha_bar, t, x0.shape) * noise - extract(sched.sqrt_one_minus_alpha_bar, t, x0.shape) * x0
+
+
+def per_sample_loss(model, sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, prediction: str = "eps") -> torch.Tensor:
+    """The squared error of the network's own output averaged over C*H*W -> [N]: Ho et al. eq. 14
+    || eps - eps_theta(x_t, t) ||^2 for eps-prediction, || v - v_theta(x_t, t) ||^2 for v-prediction.
+    The eps-space error of a v-network is a_bar_t times its v error (eps_space_factor)."""
+    out = model(q_sample(sched, x0, t, noise), t).float()
+    target = noise if prediction == "eps" else v_target(sched, x0, t, noise)
+    return (target - out).pow(2).flatten(1).mean(1)
+
+
+def eps_space_factor(sched: Schedule, t: torch.Tensor, prediction: str) -> torch.Tensor:
+    """Per-sample factor turning per_sample_loss into || eps - eps_theta ||^2: 1 (eps) or a_bar_t (v), since a
+    v-network's eps_theta = sqrt(1 - a_bar) x_t + sqrt(a_bar) v_theta gives eps - eps_theta = sqrt(a_bar)(v - v_theta)."""
+    if prediction == "eps":
+        return torch.ones(len(t), device=t.device)
+    return torch.as_tensor(sched.alpha_bar, dtype=torch.float32, device=t.device)[t]
+
+
+class EpsFromV(torch.nn.Module):
+    """A v-predicting network seen as an epsilon-predictor: eps = sqrt(1 - a_bar_t) x_t + sqrt(a_bar_t) v(x_t, t).
+
+    Samplers, the validation loss and the residual check speak epsilon; this makes a v-network usable by
+    all of them unchanged. It holds no weights of its own (save the wrapped network's state_dict)."""
+
+    def __init__(self, net: torch.nn.Module, sched: Schedule):
+        super().__init__()
+        self.net = net
+        self.sched = sched
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v = self.net(x, t).float()
+        return extract(self.sched.sqrt_one_minus_alpha_bar, t, x.shape) * x.float() + extract(self.sched.sqrt_alpha_bar, t, x.shape) * v
+
+
+def as_eps_predictor(net: torch.nn.Module, sched: Schedule, prediction: str) -> torch.nn.Module:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    return net if prediction == "eps" else EpsFromV(net, sched)
 
 
 # ---------------------------------------------------------------------------------------------

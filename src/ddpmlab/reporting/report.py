@@ -6,6 +6,7 @@ from the repository (or a `dvc pull`ed clone) with images included.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def _fmt(v, digits=4):
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.{digits}g}"
+        return f"{v:.{digits}g}" if math.isfinite(v) else "n/a"
     return "n/a" if v is None else str(v)
 
 
@@ -202,6 +203,9 @@ def residuals_section(chi: R.CheckResult, spikes: R.SpikeResult, by_t: pd.DataFr
     for comp, names in R.COMPONENTS.items():
         for n in names:
             x = chi.test(n)
+            if not math.isfinite(x.statistic):  # e.g. the channel correlation of one-channel images: no such test
+                tests.append(f"| {comp} | {R.TEST_LABELS[n]} | n/a | n/a | n/a (not defined for this data) | not tested |")
+                continue
             tests.append(f"| {comp} | {R.TEST_LABELS[n]} | {_fmt(x.statistic)} | {x.p:.2g} | {x.effect:.4g} [{x.lo:.4g}, {x.hi:.4g}] | {_fmt(x.rejected)} |")
     return f"""**Verdict:** {chi.verdict_reading()}.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ddpmlab.diffusion.sampling import PREDICTIONS, as_eps_predictor
 from ddpmlab.diffusion.schedule import Schedule
 from ddpmlab.errors import DataError
 from ddpmlab.model.unet import UNet, UNetConfig
@@ -89,17 +90,22 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return obj
 
 
-def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> tuple[UNet, Schedule, dict]:
-    """Rebuild the network (weights `key`, eval mode, on `device`) and the schedule from a checkpoint alone."""
+def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> tuple[torch.nn.Module, Schedule, dict]:
+    """Rebuild the network (weights `key`, eval mode, on `device`) and the schedule from a checkpoint alone.
+    The network is returned as an epsilon-predictor: a v-network (train_config prediction v) is wrapped in
+    EpsFromV, so samplers and the residual check work unchanged."""
     try:
         cfg = UNetConfig.from_dict(ckpt["model_config"])
         sc = ckpt["schedule_config"]
         sched = Schedule.from_params(sc["name"], int(sc["T"]), float(sc["beta_start"]), float(sc["beta_end"]))
         model = UNet(cfg)
         model.load_state_dict(ckpt[key])
+        prediction = ckpt.get("train_config", {}).get("prediction", "eps")  # checkpoints before v-prediction: eps
+        if prediction not in PREDICTIONS:
+            raise TypeError(f"train_config prediction {prediction!r} is not one of {PREDICTIONS}")
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint lacks or mismatches its model description ({type(e).__name__}: {str(e)[:120]}); retrain it") from None
-    return model.to(device).eval(), sched, ckpt
+    return as_eps_predictor(model.to(device).eval(), sched, prediction), sched, ckpt
 
 
 def schedule_mismatch(stored: dict, T: int, name: str, beta_start: float, beta_end: float, where: str) -> str | None:

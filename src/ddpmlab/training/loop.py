@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ddpmlab.data.images import to_model
-from ddpmlab.diffusion.sampling import derive_seed, per_sample_loss
+from ddpmlab.diffusion.sampling import as_eps_predictor, derive_seed, eps_space_factor, per_sample_loss
 from ddpmlab.diffusion.schedule import Schedule, q_sample
 from ddpmlab.model.unet import UNet, UNetConfig, count_params
 from ddpmlab.residuals.stats import training_stats
@@ -87,14 +87,16 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
-def min_snr_weights(sched: Schedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-sample loss weights min(SNR_t, gamma) / SNR_t for epsilon-prediction (Hang et al. 2023, eq. 7);
-    SNR_t = alpha_bar_t / (1 - alpha_bar_t). gamma 0: all ones (Ho et al.'s simple loss)."""
+def loss_weights(sched: Schedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
+    """Per-sample weights of per_sample_loss (in the prediction's own space). Min-SNR-gamma (Hang et al. 2023,
+    eq. 7 and its v form): min(SNR_t, gamma) / SNR_t for eps, min(SNR_t, gamma) / (SNR_t + 1) for v, with
+    SNR_t = a_bar_t / (1 - a_bar_t); both are the same weight on the eps-space error. gamma 0: all ones
+    (Ho et al.'s simple loss for eps; the plain v loss for v)."""
     if gamma == 0:
         return torch.ones(len(t), device=t.device)
     snr = sched.alpha_bar / (1.0 - sched.alpha_bar)
-    w = torch.as_tensor(np.minimum(snr, gamma) / snr, dtype=torch.float32, device=t.device)
-    return w[t]
+    w = np.minimum(snr, gamma) / (snr if prediction == "eps" else snr + 1.0)
+    return torch.as_tensor(w, dtype=torch.float32, device=t.device)[t]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -168,12 +170,14 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
         x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
     torch.manual_seed(derive_seed(seed, 4, step, rt.dist.rank))  # dropout
     with rt.autocast():
-        loss_each = per_sample_loss(net, sched, x0, t, rt.layout(noise))
-    # the logged loss is unweighted (comparable across weightings); the gradient is of the weighted one.
+        loss_each = per_sample_loss(net, sched, x0, t, rt.layout(noise), cfg.prediction)
+    # the gradient is of the weighted loss in the network's own space; the logged loss is the unweighted
+    # eps-space one, comparable across weightings and predictions.
     # sum over my shard / global batch, times world size: DDP averages gradients over ranks, so the
     # applied gradient is that of the global-batch mean, exactly as in single-process training
-    loss = (loss_each * min_snr_weights(sched, t, cfg.min_snr_gamma)).sum() * (rt.dist.world / B)
-    stats = torch.stack([loss_each.detach().sum(), torch.tensor(float(len(idx)), device=loss.device)])
+    loss = (loss_each * loss_weights(sched, t, cfg.min_snr_gamma, cfg.prediction)).sum() * (rt.dist.world / B)
+    logged = loss_each.detach() * eps_space_factor(sched, t, cfg.prediction)
+    stats = torch.stack([logged.sum(), torch.tensor(float(len(idx)), device=loss.device)])
     if rt.dist.world > 1:
         import torch.distributed as d
 
@@ -316,7 +320,8 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
         rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg.lr, cfg.warmup_steps)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             with rt.autocast():
-                rec |= validation_record(ema, model, sched, vx, vt, vnoise, 4 * cfg.batch_size)
+                rec |= validation_record(as_eps_predictor(ema, sched, cfg.prediction), as_eps_predictor(model, sched, cfg.prediction), sched, vx, vt,
+                                         vnoise, 4 * cfg.batch_size)
         history.append(rec)
         timings.append([int(seen), seconds])
         if log and dist.main:
