@@ -27,7 +27,7 @@ def tiny_params(folder: Path) -> dict:
     p["T"] = 20
     p["data"].update(source="folder", folder=str(folder))
     p["prepare"].update(image_size=16, val_fraction=0.25)
-    p["schedule"].update(forward_t=[0, 5, 19], compare_T=[10, 20])
+    p["schedule"].update(name="linear", forward_t=[0, 5, 19], compare_T=[10, 20])  # linear: sqrt(alpha_bar_T) depends on T (tested)
     p["model"].update(ch=16, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8])
     p["train"].update(epochs=2, batch_size=8, val_every=1, checkpoint_every=1, device="cpu")
     p["residuals"].update(n_t=5, draws_per_t=2)
