@@ -222,7 +222,7 @@ chi-squared(1) (descriptive, not a test) is {chi.ks:.4f}.
 {chr(10).join(tests)}
 
 sigma^2(t), the validation MSE at each t of the grid, with its 95% CI over rows (the loss-spike prediction integrates it over t
-with the stratum weights; observed / predicted epoch spread {spikes.observed_std:.3g} / {spikes.predicted_std:.3g}):
+with the stratum weights; observed / predicted epoch spread {_fmt(spikes.observed_std, 3)} / {_fmt(spikes.predicted_std, 3)}):
 
 {img('loss_by_t_plot', 'sigma^2(t)')}
 
