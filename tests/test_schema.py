@@ -150,6 +150,7 @@ def test_names_agree_with_the_library():
     lit = lambda model, field: set(typing.get_args(model.model_fields[field].annotation))  # noqa: E731
     assert lit(schema.ScheduleParams, "name") == set(SCHEDULES) == set(schema.SCHEDULES)
     assert lit(schema.SampleParams, "spacing") == set(sampling.SPACINGS) == set(schema.SPACINGS)
+    assert lit(schema.TrainParams, "prediction") == set(sampling.PREDICTIONS) == set(schema.PREDICTIONS)
     assert lit(schema.SampleParams, "sampler") == set(schema.SAMPLERS)
     assert lit(schema.TrainParams, "device") == set(schema.DEVICES) == set(device.DEVICES)
 

@@ -28,6 +28,7 @@ SCHEDULES = ("linear", "cosine")                    # diffusion.schedule.SCHEDUL
 SAMPLERS = ("ddpm", "ddim")                          # diffusion.sampling
 VARIANCES = ("small", "large")                       # diffusion.sampling.ddpm_step
 SPACINGS = ("linspace", "leading", "trailing")       # diffusion.sampling.SPACINGS
+PREDICTIONS = ("eps", "v")                          # diffusion.sampling.PREDICTIONS
 PRESETS = ("cifar10", "mnist", "fashion_mnist", "flowers102")   # data.presets.PRESETS
 SOURCES = ("pypi", "url", "folder") + PRESETS        # data.download
 SQUARE_MODES = ("pad", "crop")                       # data.prepare
@@ -168,7 +169,7 @@ class TrainParams(Section):
     warmup_steps: NonNegInt
     grad_clip: Annotated[float, Field(ge=0)]
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
-    prediction: Literal["eps", "v"]  # what the network outputs (diffusion.sampling.PREDICTIONS)
+    prediction: Literal["eps", "v"]  # what the network outputs (PREDICTIONS)
     min_snr_gamma: Annotated[float, Field(ge=0)]  # 0: uniform weights in the prediction's own space
     hflip: bool
     val_every: PosInt

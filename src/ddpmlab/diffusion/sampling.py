@@ -21,7 +21,7 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-PREDICTIONS = ("eps", "v")  # what the network outputs; schema's TrainParams.prediction must agree
+PREDICTIONS = ("eps", "v")  # what the network outputs; schema.PREDICTIONS must agree
 
 
 def v_target(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ def eps_space_factor(sched: Schedule, t: torch.Tensor, prediction: str) -> torch
     v-network's eps_theta = sqrt(1 - a_bar) x_t + sqrt(a_bar) v_theta gives eps - eps_theta = sqrt(a_bar)(v - v_theta)."""
     if prediction == "eps":
         return torch.ones(len(t), device=t.device)
-    return torch.as_tensor(sched.alpha_bar, dtype=torch.float32, device=t.device)[t]
+    return extract(sched.alpha_bar, t, t.shape)
 
 
 class EpsFromV(torch.nn.Module):

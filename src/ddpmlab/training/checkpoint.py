@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.diffusion.sampling import PREDICTIONS, as_eps_predictor
+from ddpmlab.diffusion.sampling import as_eps_predictor
 from ddpmlab.diffusion.schedule import Schedule
 from ddpmlab.errors import DataError
 from ddpmlab.model.unet import UNet, UNetConfig
@@ -100,12 +100,11 @@ def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> t
         sched = Schedule.from_params(sc["name"], int(sc["T"]), float(sc["beta_start"]), float(sc["beta_end"]))
         model = UNet(cfg)
         model.load_state_dict(ckpt[key])
-        prediction = ckpt.get("train_config", {}).get("prediction", "eps")  # checkpoints before v-prediction: eps
-        if prediction not in PREDICTIONS:
-            raise TypeError(f"train_config prediction {prediction!r} is not one of {PREDICTIONS}")
-    except (KeyError, TypeError, RuntimeError) as e:
+        # checkpoints from before v-prediction have no such key: eps
+        net = as_eps_predictor(model.to(device).eval(), sched, ckpt.get("train_config", {}).get("prediction", "eps"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint lacks or mismatches its model description ({type(e).__name__}: {str(e)[:120]}); retrain it") from None
-    return as_eps_predictor(model.to(device).eval(), sched, prediction), sched, ckpt
+    return net, sched, ckpt
 
 
 def schedule_mismatch(stored: dict, T: int, name: str, beta_start: float, beta_end: float, where: str) -> str | None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ddpmlab.data.images import to_model
 from ddpmlab.diffusion.sampling import as_eps_predictor, derive_seed, eps_space_factor, per_sample_loss
-from ddpmlab.diffusion.schedule import Schedule, q_sample
+from ddpmlab.diffusion.schedule import Schedule, extract, q_sample
 from ddpmlab.model.unet import UNet, UNetConfig, count_params
 from ddpmlab.residuals.stats import training_stats
 from ddpmlab.schema import Params, TrainParams, plain
@@ -95,8 +95,7 @@ def loss_weights(sched: Schedule, t: torch.Tensor, gamma: float, prediction: str
     if gamma == 0:
         return torch.ones(len(t), device=t.device)
     snr = sched.alpha_bar / (1.0 - sched.alpha_bar)
-    w = np.minimum(snr, gamma) / (snr if prediction == "eps" else snr + 1.0)
-    return torch.as_tensor(w, dtype=torch.float32, device=t.device)[t]
+    return extract(np.minimum(snr, gamma) / (snr if prediction == "eps" else snr + 1.0), t, t.shape)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
