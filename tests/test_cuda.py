@@ -41,8 +41,8 @@ def train_cmd(d: Path) -> list[str]:
             "--val", str(d / "val.npz"), "--state", str(d / "state.pt"), "--model", str(d / "model.pt"), "--live", str(d / "live")]
 
 
-def env():
-    return dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+def env():  # keeps an existing PYTHONPATH (packages carried to a GPU machine) behind src
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
 
 
 @pytest.mark.parametrize("compile", [False, True])

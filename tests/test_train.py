@@ -234,8 +234,13 @@ def test_unreadable_model_file_is_one_line(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
+@pytest.mark.parametrize("deferred", [False, True])
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch, deferred):
+    """deferred: the CUDA path (Runtime.defer_checks), where the check waits for the epoch's one host sync."""
     import ddpmlab.training.loop as L
+    from ddpmlab.training.runtime import Runtime
+
+    monkeypatch.setattr(Runtime, "defer_checks", property(lambda self: deferred))
 
     real, calls = L.per_sample_loss, []
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
+import json
 import platform
 import time
 
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 
 from pathlib import Path
 
-from ddpmlab.device import DEVICES, DeviceError, resolve_device
+from ddpmlab.device import DEVICES, PRECISIONS, DeviceError, FastDenoiser, resolve_device
 from ddpmlab.diffusion.schedule import Schedule, linear_betas, q_sample
 from ddpmlab.model.unet import UNet, UNetConfig, count_params
 from ddpmlab.schema import ParamsError, TrainParams, load_params
@@ -85,10 +87,12 @@ def flops_per_image(model, cfg: UNetConfig, device, train: bool) -> float:
 # (a) the project's step
 
 
-def project_step(cfg: UNetConfig, batch: int, device, compile_: bool):
+def project_step(cfg: UNetConfig, batch: int, device, compile_: bool, channels_last: bool = True):
     tc = TrainParams(device=device.type, epochs=1, batch_size=batch, lr=2e-4, weight_decay=0.0, warmup_steps=0, grad_clip=1.0,
                      ema_decay=0.9999, prediction="eps", min_snr_gamma=0.0, hflip=True, val_every=1, val_draws=1, checkpoint_every=1, bf16=True, compile=compile_, processes=1)
     rt = make_runtime(tc.device, tc.bf16)
+    if not channels_last:
+        rt = dataclasses.replace(rt, channels_last=False)
     cuda = rt.device.type == "cuda"
     model = UNet(cfg).to(device)
     if rt.channels_last:
@@ -105,14 +109,20 @@ def project_step(cfg: UNetConfig, batch: int, device, compile_: bool):
         train_step(net, model, ema, opt, sched, xs, idx, state["step"], tc, 0, rt)
         state["step"] += 1
 
+    return model, step
+
+
+def sampling_forward(model, cfg: UNetConfig, device, compile_: bool, precision: str, channels_last: bool):
+    """The sample stage's denoiser (device.FastDenoiser) over `model`: a callable of the batch size."""
+    den = FastDenoiser(model.eval(), device, compile=compile_, precision=precision, channels_last=channels_last)
+
     @torch.inference_mode()
     def forward(n):
-        x = rt.layout(torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, device=device))
+        x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
         t = torch.randint(0, 1000, (n,), device=device)
-        with rt.autocast():
-            return net(x, t)
+        return den(x, t)
 
-    return model, step, forward
+    return forward
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +209,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument("--compile", action="store_true", help="torch.compile the project's network")
     ap.add_argument("--no-diffusers", action="store_true", help="skip (c) even if diffusers is installed")
+    ap.add_argument("--variants", action="store_true",
+                    help="CUDA, eager only (each compiled variant costs a minute of compiling): also time the training "
+                         "step without channels_last and the sampling forward in each precision and layout")
+    ap.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -208,7 +222,7 @@ def main(argv=None) -> dict:
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     cfg = preset(args.preset, args.params)
 
-    model, step, forward = project_step(cfg, batch, device, args.compile)
+    model, step = project_step(cfg, batch, device, args.compile)
     ref_step, ref_forward = reference_step(cfg, batch, device)
     train_flops = flops_per_image(UNet(cfg).to(device), cfg, device, train=True)
     fwd_flops = flops_per_image(UNet(cfg).to(device), cfg, device, train=False)
@@ -224,6 +238,10 @@ def main(argv=None) -> dict:
         rows.append({"name": name, "img_per_s": ips, "tflops": ips * flops / 1e12})
 
     add("(a) project training step", timeit(step, steps, warmup, device), batch, train_flops)
+    if args.variants and cuda and not args.compile:
+        _, nchw_step = project_step(cfg, batch, device, args.compile, channels_last=False)
+        add("(a') project training step, NCHW", timeit(nchw_step, steps, warmup, device), batch, train_flops)
+        del nchw_step
     add("(b) plain fp32 eager reference step", timeit(ref_step, steps, warmup, device), batch, train_flops)
     try:
         if args.no_diffusers:
@@ -239,7 +257,14 @@ def main(argv=None) -> dict:
             add(f"(c) diffusers UNet2DModel {'bf16' if bf16 else 'fp32'} step", timeit(dstep, steps, warmup, device), batch, train_flops)
     except ImportError:
         print("(c) diffusers not importable: skipped (pip install diffusers to compare)")
-    add("project denoiser forward (sampling)", timeit(lambda: forward(fbatch), steps, warmup, device), fbatch, fwd_flops)
+    # the forward rows: the sample stage's denoiser (FastDenoiser, its defaults) first, then the variants
+    variants = [(PRECISIONS[0], True)]
+    if args.variants and cuda and not args.compile:
+        variants += [(p, cl) for p in PRECISIONS for cl in (True, False) if (p, cl) != variants[0]]
+    for precision, cl in variants:
+        fwd = sampling_forward(model, cfg, device, args.compile, precision, cl)
+        label = "project denoiser forward (sampling)" if (precision, cl) == variants[0] else f"  forward variant: {precision}, {'channels_last' if cl else 'NCHW'}"
+        add(label, timeit(lambda: fwd(fbatch), steps, warmup, device), fbatch, fwd_flops)
     add("reference fp32 denoiser forward", timeit(lambda: ref_forward(fbatch), steps, warmup, device), fbatch, fwd_flops)
 
     print(f"{'variant':44s} {'img/s':>10s} {'TFLOP/s':>9s}")
@@ -250,8 +275,14 @@ def main(argv=None) -> dict:
     for r in rows[1:]:
         if "step" in r["name"]:
             print(f"ratio (a) / {r['name'].split(' ', 1)[0]} {r['name'].split(' ', 1)[1]}: {a / r['img_per_s']:.2f}x")
-    print(f"ratio forward project / reference: {rows[-2]['img_per_s'] / rows[-1]['img_per_s']:.2f}x")
-    return {"device": device_name(device), "preset": args.preset, "batch": batch, "rows": rows}
+    fwd0 = next(r for r in rows if r["name"].startswith("project denoiser forward"))
+    print(f"ratio forward project / reference: {fwd0['img_per_s'] / rows[-1]['img_per_s']:.2f}x")
+    out = {"device": device_name(device), "torch": torch.__version__, "preset": args.preset, "compile": args.compile, "batch": batch,
+           "forward_batch": fbatch, "steps": steps, "warmup": warmup, "rows": rows}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Notation follows Ho et al. 2020 (DDPM):
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,9 +118,25 @@ def extract(coef: np.ndarray | torch.Tensor, t: torch.Tensor, shape: torch.Size 
     The one indexing helper: every q/p formula goes through it, in float32 on t's device.
     """
     if isinstance(coef, np.ndarray):
-        coef = torch.from_numpy(coef)
+        coef = torch.from_numpy(coef) if t.device.type == "cpu" else _device_copy(coef, t.device)
     out = coef.to(device=t.device, dtype=torch.float32)[t]
     return out.reshape(t.shape[0], *([1] * (len(shape) - 1)))
+
+
+# float32 copies of schedule arrays on accelerators, made once per (array, device; the arrays are never
+# written after Schedule builds them): a host-to-device copy
+# synchronises the stream, and two per training step (q_sample) kept the GPU waiting on the host. An entry
+# lives as long as its array (weakref.finalize), so schedules built and dropped in a loop do not accumulate.
+_DEVICE_COPIES: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _device_copy(coef: np.ndarray, device: torch.device) -> torch.Tensor:
+    key = (id(coef), str(device))
+    hit = _DEVICE_COPIES.get(key)
+    if hit is None:
+        hit = _DEVICE_COPIES[key] = torch.from_numpy(coef).to(device=device, dtype=torch.float32)
+        weakref.finalize(coef, _DEVICE_COPIES.pop, key, None)
+    return hit
 
 
 def q_sample(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -162,7 +162,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x: [N, C, H, W] noisy images, t: [N] 0-based timesteps -> predicted eps [N, C, H, W]."""
-        temb = self.temb(timestep_embedding(t, self.cfg.ch))
+        temb = self.temb(timestep_embedding(t, self.cfg.ch).to(x.dtype))  # a no-op unless the weights are bf16 (sampling)
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:

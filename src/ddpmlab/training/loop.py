@@ -156,6 +156,9 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
                rt: Runtime) -> torch.Tensor:
     """One optimisation step on the global batch `idx`; returns [sum of per-sample losses, count] over all ranks.
 
+    On the CPU a non-finite loss raises TrainingDiverged before the update. On CUDA the check would
+    stop the host every step, so it is left to the caller (train: once per epoch, before any checkpoint).
+
     xs: the training set on the device [N, C, H, W] in [-1, 1]. The randomness of the whole global
     batch is drawn identically on every rank and each rank takes its shard, so data-parallel
     training follows the single-process run (up to summation order).
@@ -176,12 +179,12 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
     # applied gradient is that of the global-batch mean, exactly as in single-process training
     loss = (loss_each * loss_weights(sched, t, cfg.min_snr_gamma, cfg.prediction)).sum() * (rt.dist.world / B)
     logged = loss_each.detach() * eps_space_factor(sched, t, cfg.prediction)
-    stats = torch.stack([logged.sum(), torch.tensor(float(len(idx)), device=loss.device)])
+    stats = torch.stack([logged.sum(), torch.full((), float(len(idx)), device=loss.device)])  # no host copy
     if rt.dist.world > 1:
         import torch.distributed as d
 
         d.all_reduce(stats)  # every rank sees the same global loss, so all stop together on NaN
-    if not torch.isfinite(stats[0]):
+    if not rt.defer_checks and not torch.isfinite(stats[0]):
         raise TrainingDiverged(f"loss is {float(stats[0] / stats[1])} at step {step}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -299,22 +302,25 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
     for epoch in bar:
         t0 = time.perf_counter()
         totals = torch.zeros(2, device=device)  # accumulated on the device: no per-step host sync
-        for idx in epoch_order(len(xs), seed, epoch).split(cfg.batch_size):
+        first_bad = torch.full((), -1, device=device)  # CUDA: the first step with a non-finite loss (rt.defer_checks)
+        for idx in epoch_order(len(xs), seed, epoch).to(device).split(cfg.batch_size):
             compiling, first_step = first_step and cfg.compile, False
             if compiling and dist.main:
                 bar.write("torch.compile: compiling the U-Net on the first step (a minute or more)...")
                 tc = time.perf_counter()
             try:
-                totals += train_step(net, model, ema, opt, sched, xs, idx, step, cfg, seed, rt)
+                stats = train_step(net, model, ema, opt, sched, xs, idx, step, cfg, seed, rt)
             except TrainingDiverged as e:
-                raise TrainingDiverged(
-                    f"{e} (epoch {epoch}, step {step}); stopping. The last good checkpoint ({state_path}) is kept. "
-                    "Lower train.lr or set train.grad_clip."
-                ) from None
+                raise diverged(str(e), epoch, step, state_path) from None
+            totals += stats
+            if rt.defer_checks:
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(stats[0]), step, first_bad)
             if compiling and dist.main:
                 bar.write(f"torch.compile: first step done in {time.perf_counter() - tc:.1f} s; training")
             step += 1
-        total, seen = totals.tolist()  # the epoch's one host sync
+        total, seen, bad = torch.cat([totals, first_bad.view(1).to(totals.dtype)]).tolist()  # the epoch's one host sync
+        if bad >= 0:  # deferred check (CUDA): nothing of this epoch is logged or checkpointed
+            raise diverged(f"loss is {total / seen} at step {int(bad)} (found at the end of its epoch)", epoch, int(bad), state_path)
         seconds = time.perf_counter() - t0  # training only: validation below is not throughput
         rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg.lr, cfg.warmup_steps)}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
@@ -337,6 +343,11 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
         ema_cpu = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
         save_atomic({**header(cfg.epochs), "ema": ema_cpu, "n_train": len(train_x)}, model_path)
     return result
+
+
+def diverged(what: str, epoch: int, step: int, state_path: Path) -> TrainingDiverged:
+    return TrainingDiverged(f"{what} (epoch {epoch}, step {step}); stopping. The last good checkpoint ({state_path}) is kept. "
+                            "Lower train.lr or set train.grad_clip.")
 
 
 def final_metrics(history: list) -> dict:

@@ -49,6 +49,11 @@ class Runtime:
     bf16: bool
     channels_last: bool
 
+    @property
+    def defer_checks(self) -> bool:
+        """Checks that need a value on the host (a non-finite loss) wait for the epoch's one sync on CUDA."""
+        return self.device.type == "cuda"
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 

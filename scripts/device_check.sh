@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the device tool): the CUDA tests, the benchmark (eager and compiled,
+# side by side with diffusers) and the GPU preset through `dvc exp run ... sample`, inside one time budget.
+#
+#   run(command="bash scripts/device_check.sh", carry=[".whl", ".gpu"], timeout_s=600)
+#
+# Expects beside the tree: .whl/ (Python 3.12 wheels of what the machine lacks: dvc, dvclive, pydantic,
+# diffusers, ...; README "GPU preset"), .gpu/pokemon/ (the 1,008 artworks of the pokemon==0.36 sdist, for a
+# folder source: the machine reaches no registry) and $OUT. At most 8 files come back: the script writes 8. Everything is logged under $OUT as it happens,
+# so a call killed at its limit still brings back what ran. The preset's epoch count is sized from the
+# compiled benchmark's img/s and the time left (recorded in params.yaml inside pipeline.tgz).
+set -uo pipefail
+: "${OUT:?set OUT to a folder for the results}"
+BUDGET=${BUDGET:-580}  # seconds for the whole script
+T0=$(date +%s)
+left() { echo $((BUDGET - ($(date +%s) - T0))); }
+exec 3>&1 >>"$OUT/log.txt" 2>&1
+step() { echo "== $(date +%T) +$(($(date +%s) - T0))s $*"; }
+stamp() { while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
+
+step "setup"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || { echo "wheels failed"; exit 1; }
+# a .pth file puts the carried packages behind the machine's own for every python3, whatever PYTHONPATH says
+SITE=$(python3 -c 'import site; print(site.getsitepackages()[0])')
+echo /tmp/site >"$SITE/zz_carried.pth" || export PYTHONPATH=/tmp/site
+mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 "$@"\n' >/tmp/bin/python && chmod +x /tmp/bin/python
+export PATH=/tmp/bin:$PATH DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
+rm -rf /tmp/pokemon && mv .gpu/pokemon /tmp/pokemon && rm -rf .whl .gpu
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
+python3 -c "import torch, dvc, dvclive, pydantic, diffusers; print('torch', torch.__version__, torch.cuda.get_device_name(), 'dvc', dvc.__version__, 'diffusers', diffusers.__version__)" || exit 1
+nproc; git --version
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
+
+step "cuda tests"
+timeout -k 5 150 python3 -m pytest -m cuda tests/test_cuda.py -q -ra -p no:cacheprovider >"$OUT/cuda_tests.txt" 2>&1
+echo "cuda tests exit $?"; tail -5 "$OUT/cuda_tests.txt"
+
+step "bench eager"
+timeout -k 5 90 python3 -m ddpmlab.bench --preset cifar10 --variants --json "$OUT/bench_eager.json" >"$OUT/bench_eager.txt" 2>&1
+echo "bench eager exit $?"
+step "bench compile"
+timeout -k 5 170 python3 -m ddpmlab.bench --preset cifar10 --compile --json "$OUT/bench_compile.json" >"$OUT/bench_compile.txt" 2>&1
+BC=$?; echo "bench compile exit $BC"
+
+step "pipeline"
+COMPILE=true; RATE_FILE="$OUT/bench_compile.json"
+if [ "$BC" != 0 ] || [ ! -s "$RATE_FILE" ]; then COMPILE=false; RATE_FILE="$OUT/bench_eager.json"; fi
+PIPE_S=$(($(left) - 25))
+# epochs from the measured training img/s: 896 images per epoch, ~75 s of the budget outside the training
+# loop (dvc, data, schedule, compile from the cache the benchmark filled, sampling), 15% for validation/checkpoints
+EPOCHS=$(python3 - "$RATE_FILE" "$PIPE_S" <<'EOF'
+import json, sys
+try:
+    rate = json.load(open(sys.argv[1]))["rows"][0]["img_per_s"]
+except Exception:
+    rate = 1500.0
+print(max(50, min(600, int((int(sys.argv[2]) - 75) * rate * 0.85 / 896))))
+EOF
+)
+echo "pipeline: compile=$COMPILE epochs=$EPOCHS within ${PIPE_S}s"
+if ! git rev-parse --git-dir >/dev/null 2>&1; then
+  if command -v git >/dev/null; then
+    git init -q && git add -A && git -c user.name=device -c user.email=device@localhost commit -qm "device copy"
+  else  # no git binary: dulwich (a dvc dependency) makes the repository
+    python3 -c "from dulwich import porcelain as p; r = p.init('.'); p.add(r); p.commit(r, message=b'device copy', author=b'device <d@localhost>', committer=b'device <d@localhost>')"
+  fi || echo "git init failed"
+fi
+timeout -k 10 "$PIPE_S" bash scripts/gpu_preset.sh -S data.source=folder -S data.folder=/tmp/pokemon -S train.compile=$COMPILE \
+  -S train.epochs="$EPOCHS" sample 2>&1 | stamp >"$OUT/pipeline.txt"
+echo "pipeline exit ${PIPESTATUS[0]}"
+
+step "collect"
+dvc exp show --md >reports/exp_show.md 2>&1
+tar czf "$OUT/pipeline.tgz" params.yaml dvc.lock reports/exp_show.md reports/train reports/sample reports/schedule reports/prepare \
+  samples/samples.npz samples/sampling.json data/prepared 2>/dev/null
+ls -la "$OUT"
+step "done"
+# the reply shows the end of stdout: the log, the benchmark tables, the tests' summary, the pipeline's stage lines
+{ cat "$OUT/log.txt"; for f in "$OUT"/bench_*.txt; do echo "-- $f"; sed -n '/^device:/p;/^variant/,$p' "$f"; done
+  tail -4 "$OUT/cuda_tests.txt"; grep -a "Running stage\|torch.compile\|ERROR\|Ran experiment\|^[0-9:]* train:\|sample:" "$OUT/pipeline.txt" | cut -c1-300; } >&3
