@@ -118,3 +118,26 @@ def test_unknown_schedule_lists_allowed():
 def test_inverted_linear_betas_rejected():
     with pytest.raises(ParamError, match="beta_start"):
         make_betas("linear", 100, 0.02, 1e-4)
+
+
+def test_extract_keeps_one_device_copy_per_array_and_drops_it_with_the_array():
+    """Off the CPU, extract copies a schedule array to the device once (a host-to-device copy stalls the
+    GPU stream every step otherwise) and forgets it when the array goes. The meta device stands in for
+    CUDA: same code path, no GPU needed."""
+    import gc
+
+    import ddpmlab.diffusion.schedule as S
+
+    coef = np.linspace(0.1, 0.9, 10)
+    t = torch.tensor([0, 3, 9], device="meta")
+    before = len(S._DEVICE_COPIES)
+    a = extract(coef, t, (3, 1, 2, 2))
+    copy1 = S._DEVICE_COPIES[(id(coef), "meta")]
+    extract(coef, t, (3, 1, 2, 2))
+    assert S._DEVICE_COPIES[(id(coef), "meta")] is copy1 and len(S._DEVICE_COPIES) == before + 1
+    assert a.device.type == "meta" and a.shape == (3, 1, 1, 1) and a.dtype == torch.float32
+    extract(coef, torch.tensor([1, 2]), (2,))  # the CPU path never caches
+    assert len(S._DEVICE_COPIES) == before + 1
+    del coef
+    gc.collect()
+    assert len(S._DEVICE_COPIES) == before

@@ -232,17 +232,26 @@ def main(argv=None) -> dict:
     print(f"FLOPs per image: training step {train_flops / 1e9:.2f} GFLOP, forward {fwd_flops / 1e9:.2f} GFLOP\n")
 
     rows = []
+    print(f"{'variant':44s} {'img/s':>10s} {'TFLOP/s':>9s}", flush=True)
 
     def add(name, sec, n, flops):
+        """One row, printed as soon as it is measured: a run stopped at a time limit still shows what it timed."""
         ips = n / sec
         rows.append({"name": name, "img_per_s": ips, "tflops": ips * flops / 1e12})
+        print(f"{name:44s} {ips:10.1f} {ips * flops / 1e12:9.3f}", flush=True)
 
+    # the rows the targets name first; each new shape/layout costs cuDNN autotuning on its first calls
     add("(a) project training step", timeit(step, steps, warmup, device), batch, train_flops)
-    if args.variants and cuda and not args.compile:
-        _, nchw_step = project_step(cfg, batch, device, args.compile, channels_last=False)
-        add("(a') project training step, NCHW", timeit(nchw_step, steps, warmup, device), batch, train_flops)
-        del nchw_step
     add("(b) plain fp32 eager reference step", timeit(ref_step, steps, warmup, device), batch, train_flops)
+    # the forward rows: the sample stage's denoiser (FastDenoiser, its defaults), the fp32 reference, the variants
+    fwd = sampling_forward(model, cfg, device, args.compile, PRECISIONS[0], True)
+    add("project denoiser forward (sampling)", timeit(lambda: fwd(fbatch), steps, warmup, device), fbatch, fwd_flops)
+    add("reference fp32 denoiser forward", timeit(lambda: ref_forward(fbatch), steps, warmup, device), fbatch, fwd_flops)
+    if args.variants and cuda and not args.compile:
+        for precision, cl in [(p, cl) for p in PRECISIONS for cl in (True, False)][1:]:
+            fwd = sampling_forward(model, cfg, device, False, precision, cl)
+            add(f"  forward variant: {precision}, {'channels_last' if cl else 'NCHW'}", timeit(lambda: fwd(fbatch), steps, warmup, device), fbatch,
+                fwd_flops)
     try:
         if args.no_diffusers:
             raise ImportError
@@ -255,28 +264,20 @@ def main(argv=None) -> dict:
             if not bf16:
                 print(f"(c) diffusers UNet2DModel with the same widths and blocks: {count_params(dmodel) / 1e6:.1f}M params")
             add(f"(c) diffusers UNet2DModel {'bf16' if bf16 else 'fp32'} step", timeit(dstep, steps, warmup, device), batch, train_flops)
+            del dmodel, dstep
     except ImportError:
         print("(c) diffusers not importable: skipped (pip install diffusers to compare)")
-    # the forward rows: the sample stage's denoiser (FastDenoiser, its defaults) first, then the variants
-    variants = [(PRECISIONS[0], True)]
     if args.variants and cuda and not args.compile:
-        variants += [(p, cl) for p in PRECISIONS for cl in (True, False) if (p, cl) != variants[0]]
-    for precision, cl in variants:
-        fwd = sampling_forward(model, cfg, device, args.compile, precision, cl)
-        label = "project denoiser forward (sampling)" if (precision, cl) == variants[0] else f"  forward variant: {precision}, {'channels_last' if cl else 'NCHW'}"
-        add(label, timeit(lambda: fwd(fbatch), steps, warmup, device), fbatch, fwd_flops)
-    add("reference fp32 denoiser forward", timeit(lambda: ref_forward(fbatch), steps, warmup, device), fbatch, fwd_flops)
+        _, nchw_step = project_step(cfg, batch, device, args.compile, channels_last=False)
+        add("(a') project training step, NCHW", timeit(nchw_step, steps, warmup, device), batch, train_flops)
 
-    print(f"{'variant':44s} {'img/s':>10s} {'TFLOP/s':>9s}")
-    for r in rows:
-        print(f"{r['name']:44s} {r['img_per_s']:10.1f} {r['tflops']:9.3f}")
     a = rows[0]["img_per_s"]
     print()
     for r in rows[1:]:
         if "step" in r["name"]:
             print(f"ratio (a) / {r['name'].split(' ', 1)[0]} {r['name'].split(' ', 1)[1]}: {a / r['img_per_s']:.2f}x")
-    fwd0 = next(r for r in rows if r["name"].startswith("project denoiser forward"))
-    print(f"ratio forward project / reference: {fwd0['img_per_s'] / rows[-1]['img_per_s']:.2f}x")
+    by = {r["name"]: r["img_per_s"] for r in rows}
+    print(f"ratio forward project / reference: {by['project denoiser forward (sampling)'] / by['reference fp32 denoiser forward']:.2f}x")
     out = {"device": device_name(device), "torch": torch.__version__, "preset": args.preset, "compile": args.compile, "batch": batch,
            "forward_batch": fbatch, "steps": steps, "warmup": warmup, "rows": rows}
     if args.json:
