@@ -342,3 +342,23 @@ def test_train_stage_with_cuda_without_a_gpu_is_one_line(tmp_path):
     r = subprocess.run(cmd, env=env(), capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "train.device" in r.stderr and "no CUDA device" in r.stderr, r.stderr
+
+
+
+def test_lr_schedule_warm_up_then_constant_or_cosine_to_zero():
+    from ddpmlab.training.loop import lr_at
+
+    assert [lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]  # Ho et al.
+    cos = [lr_at(s, 1.0, 4, "cosine", 14) for s in range(14)]
+    assert cos[:4] == [0.25, 0.5, 0.75, 1.0] and 0.97 < cos[4] < 1.0  # the same warm-up, then the decay starts
+    assert abs(cos[8] - 0.5) < 1e-12 and cos[-1] == 0.0  # half-way through the decay lr / 2; 0 at the last step
+    assert all(a > b for a, b in zip(cos[3:], cos[4:]))  # strictly decreasing after the warm-up
+    assert lr_at(20, 1.0, 4, "cosine", 14) == 0.0
+
+
+def test_cosine_lr_decay_changes_training_and_is_recorded(tmp_path, data):
+    base = train(tiny_setup(epochs=3), *data, tmp_path / "a.pt", tmp_path / "ma.pt").history
+    dec = train(tiny_setup(epochs=3, lr_decay="cosine"), *data, tmp_path / "b.pt", tmp_path / "mb.pt").history
+    assert base[-1]["lr"] == 2e-3 and dec[-1]["lr"] == 0.0 and dec[0]["lr"] == base[0]["lr"]  # epoch 1 is warm-up-bound in both
+    assert dec[-1]["train/loss"] != base[-1]["train/loss"]
+    assert load_checkpoint(tmp_path / "mb.pt")["train_config"]["lr_decay"] == "cosine"

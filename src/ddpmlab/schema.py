@@ -167,6 +167,7 @@ class TrainParams(Section):
     lr: Annotated[float, Field(gt=0, le=1)]
     weight_decay: Annotated[float, Field(ge=0)]
     warmup_steps: NonNegInt
+    lr_decay: Literal["none", "cosine"] = "none"  # after the warm-up: constant (Ho et al.) | cosine to 0 at the last step
     grad_clip: Annotated[float, Field(ge=0)]
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
     prediction: Literal["eps", "v"]  # what the network outputs (PREDICTIONS)

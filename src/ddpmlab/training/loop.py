@@ -70,9 +70,19 @@ class TrainSetup:
 # Pieces of a step
 
 
-def lr_at(step: int, lr: float, warmup_steps: int) -> float:
-    """Linear warm-up to lr over warmup_steps, then constant (Ho et al.)."""
-    return lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
+def lr_at(step: int, lr: float, warmup_steps: int, decay: str = "none", total_steps: int = 0) -> float:
+    """Linear warm-up to lr over warmup_steps, then constant (Ho et al.; decay "none") or a half cosine from lr
+    at the end of the warm-up to 0 after step total_steps - 1 (decay "cosine", Loshchilov & Hutter 2017)."""
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if decay == "cosine" and total_steps > warmup_steps:
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps + 1) / (total_steps - warmup_steps))))
+    return lr
+
+
+def lr_for(cfg: TrainParams, step: int, n_train: int) -> float:
+    """train.lr / warmup_steps / lr_decay at global step `step` of a run over n_train images."""
+    return lr_at(step, cfg.lr, cfg.warmup_steps, cfg.lr_decay, cfg.epochs * math.ceil(n_train / cfg.batch_size))
 
 
 @torch.no_grad()
@@ -191,7 +201,7 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     for group in opt.param_groups:
-        group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps)
+        group["lr"] = lr_for(cfg, step, len(xs))
     opt.step()
     ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
     return stats
@@ -322,7 +332,7 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
         if bad >= 0:  # deferred check (CUDA): nothing of this epoch is logged or checkpointed
             raise diverged(f"loss is {total / seen} at step {int(bad)} (found at the end of its epoch)", epoch, int(bad), state_path)
         seconds = time.perf_counter() - t0  # training only: validation below is not throughput
-        rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_at(step - 1, cfg.lr, cfg.warmup_steps)}
+        rec = {"epoch": epoch, "step": step, "train/loss": total / seen, "lr": lr_for(cfg, step - 1, len(xs))}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             with rt.autocast():
                 rec |= validation_record(as_eps_predictor(ema, sched, cfg.prediction), as_eps_predictor(model, sched, cfg.prediction), sched, vx, vt,
