@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import json
 import platform
 import time
 
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from ddpmlab.device import DEVICES, PRECISIONS, DeviceError, FastDenoiser, resolve_device
 from ddpmlab.diffusion.schedule import Schedule, linear_betas, q_sample
+from ddpmlab.io import write_json
 from ddpmlab.model.unet import UNet, UNetConfig, count_params
 from ddpmlab.schema import ParamsError, TrainParams, load_params
 from ddpmlab.training.loop import TrainSetup, train_step
@@ -281,8 +281,7 @@ def main(argv=None) -> dict:
     out = {"device": device_name(device), "torch": torch.__version__, "preset": args.preset, "compile": args.compile, "batch": batch,
            "forward_batch": fbatch, "steps": steps, "warmup": warmup, "rows": rows}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        write_json(args.json, out)
     return out
 
 
