@@ -362,3 +362,28 @@ def test_cosine_lr_decay_changes_training_and_is_recorded(tmp_path, data):
     assert base[-1]["lr"] == 2e-3 and dec[-1]["lr"] == 0.0 and dec[0]["lr"] == base[0]["lr"]  # epoch 1 is warm-up-bound in both
     assert dec[-1]["train/loss"] != base[-1]["train/loss"]
     assert load_checkpoint(tmp_path / "mb.pt")["train_config"]["lr_decay"] == "cosine"
+
+
+def test_ema_warm_up_constant_sets_the_averaging_window():
+    from ddpmlab.training.loop import ema_decay_at
+
+    assert [ema_decay_at(n, 0.999) for n in (0, 10, 8990, 9000)] == [0.1, 11 / 20, 0.999, 0.999]  # TF's c = 10, as before
+    xs = [float(v) for v in np.random.default_rng(0).normal(size=50)]  # x_0 = the initial weights, then one per step
+    ema = xs[0]
+    for n, x in enumerate(xs[1:]):
+        ema += (1 - ema_decay_at(n, 0.9999, warmup=2.0)) * (x - ema)
+    assert abs(ema - np.mean(xs)) < 1e-12  # c = 2: the plain mean of every iterate
+    w10 = [ema_decay_at(n, 0.999, 10.0) for n in range(100, 3000, 100)]
+    w4 = [ema_decay_at(n, 0.999, 4.0) for n in range(100, 3000, 100)]
+    assert all(b > a for a, b in zip(w10, w4))  # a smaller c keeps more of the past at every step
+
+
+def test_ema_warm_up_changes_the_ema_only_and_is_recorded(tmp_path, data):
+    a = train(tiny_setup(epochs=3), *data, tmp_path / "a.pt", tmp_path / "ma.pt").history
+    b = train(tiny_setup(epochs=3, ema_warmup=2.0), *data, tmp_path / "b.pt", tmp_path / "mb.pt").history
+    assert [h["train/loss"] for h in a] == [h["train/loss"] for h in b]  # the trained weights follow the same path
+    ca, cb = load_checkpoint(tmp_path / "ma.pt"), load_checkpoint(tmp_path / "mb.pt")
+    assert cb["train_config"]["ema_warmup"] == 2.0 and ca["train_config"]["ema_warmup"] == 10.0
+    assert any(not torch.equal(x, y) for x, y in zip(ca["ema"].values(), cb["ema"].values()))
+    with pytest.raises(ValueError, match="ema_warmup"):
+        TrainParams.model_validate({**tiny_setup().train.model_dump(), "ema_warmup": 1.5})

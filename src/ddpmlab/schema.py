@@ -170,6 +170,7 @@ class TrainParams(Section):
     lr_decay: Literal["none", "cosine"] = "none"  # after the warm-up: constant (Ho et al.) | cosine to 0 at the last step
     grad_clip: Annotated[float, Field(ge=0)]
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
+    ema_warmup: Annotated[float, Field(ge=2)] = 10.0  # c in min(decay, (1+n)/(c+n)); 2 = mean of all iterates
     prediction: Literal["eps", "v"]  # what the network outputs (PREDICTIONS)
     min_snr_gamma: Annotated[float, Field(ge=0)]  # 0: uniform weights in the prediction's own space
     hflip: bool

@@ -92,9 +92,10 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     torch._foreach_lerp_(e, m, 1.0 - decay)
 
 
-def ema_decay_at(step: int, decay: float) -> float:
-    """Warm the EMA up so early weights are not frozen in (min(decay, (1+n)/(10+n)), as in TF's EMA)."""
-    return min(decay, (1 + step) / (10 + step))
+def ema_decay_at(step: int, decay: float, warmup: float = 10.0) -> float:
+    """Warm the EMA up so early weights are not frozen in: min(decay, (1+n)/(c+n)) with c = warmup (TF's EMA: 10).
+    While the warm-up binds, the EMA weighs the last ~n/(c-1) steps; c = 2 is the plain mean of all iterates."""
+    return min(decay, (1 + step) / (warmup + step))
 
 
 def loss_weights(sched: Schedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
@@ -203,7 +204,7 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
     for group in opt.param_groups:
         group["lr"] = lr_for(cfg, step, len(xs))
     opt.step()
-    ema_update(ema, model, ema_decay_at(step, cfg.ema_decay))
+    ema_update(ema, model, ema_decay_at(step, cfg.ema_decay, cfg.ema_warmup))
     return stats
 
 
