@@ -11,7 +11,7 @@
 # Extra arguments go to `dvc exp run` after the preset's (a later -S wins); GPU_PRESET_NAME names the experiment.
 set -euo pipefail
 exec dvc exp run -n "${GPU_PRESET_NAME:-gpu-preset}" \
-  -S 'data.pypi.id_range=[]' -S prepare.val_fraction=0.111 \
+  -S 'data.pypi.id_range=[]' -S prepare.image_size=32 -S prepare.val_fraction=0.111 \
   -S model.ch=128 -S 'model.ch_mult=[1,2,2,2]' -S model.num_res_blocks=2 -S 'model.attn_resolutions=[16]' \
   -S model.norm_groups=32 -S model.dropout=0.1 \
   -S train.epochs=500 -S train.batch_size=128 -S train.lr=0.0003 -S train.warmup_steps=200 -S train.ema_decay=0.9995 \

@@ -45,3 +45,7 @@ def test_the_training_split_is_whole_batches_so_the_compiled_step_keeps_one_shap
     train, val = split_indices(N_ARTWORKS, P.prepare.val_fraction, P.seed)
     assert len(train) + len(val) == N_ARTWORKS and len(train) % P.train.batch_size == 0, (len(train), P.train.batch_size)
     assert math.ceil(len(train) / P.train.batch_size) == 7
+
+
+def test_the_preset_runs_at_32_px_whatever_the_cpu_default():
+    assert validate(preset_params()).prepare.image_size == 32  # attention at 16x16 needs it; the CPU default is 24

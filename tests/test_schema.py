@@ -48,7 +48,7 @@ BAD = [
     ("sample.eta", 2.0, r"sample\.eta = 2\.0 is invalid; .*less than or equal to 1"),
     ("sample.eta", -0.1, r"sample\.eta = -0\.1 is invalid"),
     ("sweep.etas", [0.0, 1.5], r"sweep\.etas\.1 = 1\.5 is invalid"),
-    ("model.attn_resolutions", [5], r"model\.attn_resolutions = \[5\] is invalid; allowed: feature-map sides .*\[32, 16, 8, 4\]"),
+    ("model.attn_resolutions", [5], r"model\.attn_resolutions = \[5\] is invalid; allowed: feature-map sides .*\[24, 12, 6, 3\]"),
     ("sweep.steps", [10, 2000], r"sweep\.steps = \[10, 2000\] is invalid; allowed: step counts of at most T = 1000"),
     ("sweep.steps", [10, 10], r"sweep\.steps = \[10, 10\] is invalid; values without repeats"),
     ("sample.steps", 5000, r"sample\.steps = 5000 is invalid; allowed: at most T = 1000"),
