@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ddpmlab.errors import DataError
+from ddpmlab.evaluation.fid import kid_from_features
 from ddpmlab.evaluation.metrics import MetricSpec, feature_metrics
 from ddpmlab.io import write_json
 
@@ -70,7 +71,9 @@ def score(images: np.ndarray, ref_features: np.ndarray, size: int, extract: Extr
     floor(N / draw) draws; all N as one draw when N < draw) and FID/KID/precision/recall over all N."""
     feats = extract(resize_images(images, size))
     draw = min(draw, len(feats))
-    kids = [feature_metrics(feats[i : i + draw], ref_features, spec)["kid"] for i in range(0, len(feats) - draw + 1, draw)]
+    subset = min(spec.kid_subset_size, draw, len(ref_features))  # as feature_metrics caps it
+    kids = [kid_from_features(feats[i : i + draw], ref_features, spec.kid_subsets, subset, spec.seed)[0]
+            for i in range(0, len(feats) - draw + 1, draw)]  # KID only: FID and precision/recall per draw would be discarded
     whole = feature_metrics(feats, ref_features, spec)
     return {
         "n": len(feats), "size_from": int(images.shape[1]), "size": size, "draw": draw, "kid_draws": kids,
