@@ -27,7 +27,9 @@ step() { echo "== $(date +%T) +$(($(date +%s) - T0))s $*"; }
 stamp() { while IFS= read -r line; do printf '%(%T)T %s\n' -1 "$line"; done; }
 
 step "setup"
+if [ -d /tmp/site/dvc ]; then echo "wheels already installed (warm machine)"; else
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || { echo "wheels failed"; exit 1; }
+fi
 # a .pth file puts the carried packages behind the machine's own for every python3, whatever PYTHONPATH says
 SITE=$(python3 -c 'import site; print(site.getsitepackages()[0])')
 echo /tmp/site >"$SITE/zz_carried.pth" || export PYTHONPATH=/tmp/site
@@ -35,28 +37,25 @@ echo /tmp/site >"$SITE/zz_carried.pth" || export PYTHONPATH=/tmp/site
 mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 "$@"\n' >/tmp/bin/python && printf '#!/bin/sh\nexec python3 -m dvc "$@"\n' >/tmp/bin/dvc \
   && chmod +x /tmp/bin/python /tmp/bin/dvc
 export PATH=/tmp/bin:$PATH DVC_NO_ANALYTICS=1 PYTHONUNBUFFERED=1
-rm -rf /tmp/pokemon && mv .gpu/pokemon /tmp/pokemon && rm -rf .whl .gpu
+if [ -d .gpu/pokemon ]; then rm -rf /tmp/pokemon && mv .gpu/pokemon /tmp/pokemon; fi; rm -rf .whl .gpu
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 python3 -c "import torch, dvc, dvclive, pydantic, diffusers, hydra; print('torch', torch.__version__, torch.cuda.get_device_name(), 'dvc', dvc.__version__, 'diffusers', diffusers.__version__)" || exit 1
 nproc; git --version
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 
-if want tests; then
-step "cuda tests"
-timeout -k 5 200 python3 -m pytest -m cuda tests/test_cuda.py -q -ra -p no:cacheprovider >"$OUT/cuda_tests.txt" 2>&1
-echo "cuda tests exit $?"; tail -5 "$OUT/cuda_tests.txt"
-fi
-
-if want bench; then
+if want eager; then  # the eager benchmark with diffusers and every variant (slow: cuDNN autotunes each new shape)
 step "bench eager"
 timeout -k 5 150 python3 -m ddpmlab.bench --preset cifar10 --variants --json "$OUT/bench_eager.json" >"$OUT/bench_eager.txt" 2>&1
 echo "bench eager exit $?"
+fi
+
+if want bench; then  # compiled: the targets' rows, diffusers fp32/bf16, and the eager forward in each precision/layout
 step "bench compile"
-timeout -k 5 170 python3 -m ddpmlab.bench --preset cifar10 --compile --json "$OUT/bench_compile.json" >"$OUT/bench_compile.txt" 2>&1
+timeout -k 5 200 python3 -m ddpmlab.bench --preset cifar10 --compile --variants --json "$OUT/bench_compile.json" >"$OUT/bench_compile.txt" 2>&1
 BC=$?; echo "bench compile exit $BC"; cp "$OUT/bench_compile.json" /tmp/ 2>/dev/null
 fi
 
-want pipeline || { step "done"; cat "$OUT/log.txt" >&3; exit 0; }
+if want pipeline; then
 step "pipeline"
 COMPILE=true; RATE_FILE="$OUT/bench_compile.json"
 if [ ! -s "$RATE_FILE" ]; then RATE_FILE=/tmp/bench_compile.json; fi  # an earlier call's, on a warm machine
@@ -71,7 +70,7 @@ try:
     rate = json.load(open(sys.argv[1]))["rows"][0]["img_per_s"]
 except Exception:
     rate = 1500.0
-print(max(50, min(600, int((int(sys.argv[2]) - 75) * rate * 0.7 / 896))))
+print(max(50, min(500, int((int(sys.argv[2]) - 75) * rate * 0.7 / 896))))
 EOF
 )
 echo "pipeline: compile=$COMPILE epochs=$EPOCHS within ${PIPE_S}s"
@@ -91,7 +90,15 @@ dvc exp show --md >reports/exp_show.md 2>&1
 tar czf "$OUT/pipeline.tgz" params.yaml dvc.lock reports/exp_show.md reports/train reports/sample reports/schedule reports/prepare \
   samples/samples.npz samples/sampling.json data/prepared 2>/dev/null
 ls -la "$OUT"
+fi
+
+if want tests; then  # last: they take what is left of the budget (151 s on an H200 with a cold compile cache)
+T_S=$(( $(left) - 10 )); [ "$T_S" -gt 240 ] && T_S=240
+step "cuda tests (${T_S}s)"
+timeout -k 5 "$T_S" python3 -m pytest -m cuda tests/test_cuda.py -q -ra --durations=5 -p no:cacheprovider >"$OUT/cuda_tests.txt" 2>&1
+echo "cuda tests exit $?"; tail -5 "$OUT/cuda_tests.txt"
+fi
 step "done"
 # the reply shows the end of stdout: the log, the benchmark tables, the tests' summary, the pipeline's stage lines
 { cat "$OUT/log.txt"; for f in "$OUT"/bench_*.txt; do echo "-- $f"; sed -n '/^device:/p;/^variant/,$p' "$f"; done
-  tail -4 "$OUT/cuda_tests.txt"; grep -a "Running stage\|torch.compile\|ERROR\|Ran experiment\|^[0-9:]* train:\|sample:" "$OUT/pipeline.txt" | cut -c1-300; } >&3
+  tail -4 "$OUT/cuda_tests.txt" 2>/dev/null; grep -a "Running stage\|torch.compile\|ERROR\|Ran experiment\|^[0-9:]* train:\|sample:" "$OUT/pipeline.txt" 2>/dev/null | cut -c1-300; } >&3

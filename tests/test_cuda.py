@@ -24,10 +24,13 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 
 def tiny(d: Path, epochs: int, compile: bool) -> dict:
+    # pins every setting the assertions depend on: the workspace's params.yaml may hold an experiment's values (after
+    # `dvc exp run` of the GPU preset, warm-up 200 steps at lr 3e-4 left this 24-step run's loss flat and the test failed)
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["prepare"]["image_size"] = 16
-    p["model"].update(ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], norm_groups=8)
-    p["train"].update(epochs=epochs, batch_size=8, val_every=1, checkpoint_every=1, device="cuda", bf16=True, compile=compile)
+    p["model"].update(ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], norm_groups=8, dropout=0.0)
+    p["train"].update(epochs=epochs, batch_size=8, lr=1e-3, warmup_steps=0, lr_decay="none", prediction="eps", min_snr_gamma=0.0, val_every=1,
+                      checkpoint_every=1, device="cuda", bf16=True, compile=compile)
     p["sample"].update(n_samples=8, batch_size=8, steps=10, compile=compile)
     (d / "params.yaml").write_text(yaml.safe_dump(p))
     x = np.stack([np.asarray(im.convert("RGB").resize((16, 16))) for im in blob_images(40, seed=7)]).astype(np.uint8)
