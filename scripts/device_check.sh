@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The checks on a lent GPU machine (the device tool): the CUDA tests, the benchmark (eager and compiled,
 # side by side with diffusers) and the GPU preset through `dvc exp run ... sample`, inside one time budget.
-# Phases as arguments (default: all three). Measured on an H200 (2026-11-26): setup 22 s, tests 151 s,
-# compiled benchmark 146 s, preset pipeline 175 s; the eager benchmark did not finish in 90 s. All of it
-# exceeds one 10-minute call, so run two calls back to back (the machine stays warm 30 s and keeps
-# /tmp: the wheels and torch.compile's cache):
+# Phases as arguments (default: bench, pipeline, tests), run in that order: the compiled benchmark (with the eager
+# forward variants; "eager" adds the slow eager benchmark), the preset sized to the time left, then the CUDA tests with
+# what remains. Measured on an H100 (2026-11-26): setup 18 s, compiled benchmark 199 s, preset pipeline 257 s (500
+# epochs), CUDA tests 208 s with a cold compile cache: more than one 10-minute call, so the tests got a second call
+# on the warm machine (it stays warm 30 s and keeps /tmp: the wheels and torch.compile's cache):
 #
-#   run(command="bash scripts/device_check.sh tests bench", carry=[".whl", ".gpu"], timeout_s=600)
-#   run(command="BUDGET=300 bash scripts/device_check.sh pipeline", carry=[".whl", ".gpu"], timeout_s=320)
+#   run(command="BUDGET=575 bash scripts/device_check.sh bench pipeline tests", carry=[".whl", ".gpu"], timeout_s=600)
+#   run(command="BUDGET=255 bash scripts/device_check.sh tests", carry=[".whl"], timeout_s=270)
 #
 # Expects beside the tree: .whl/ (Python 3.12 wheels of what the machine lacks: `bash scripts/device_wheels.sh`
 # fetches them), .gpu/pokemon/ (the 1,008 artworks of the pokemon==0.36 sdist, for a folder source: the machine
