@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddpmlab.data.splits import load_array
 from ddpmlab.device import resolve_device
 from ddpmlab.errors import DataError
 from ddpmlab.evaluation.fid import InceptionFeatures
@@ -28,9 +29,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         P = load_params(args.params)
+        images, ref = load_array(args.samples, "images"), load_array(args.reference, "features")  # before the weights: cheap first
         extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size, desc="sample features")
-        with np.load(args.samples) as s, np.load(args.reference) as r:
-            images, ref = s["images"], r["features"]
     except (ParamsError, DataError, FileNotFoundError, RuntimeError) as e:  # RuntimeError: --device cuda without a GPU
         sys.exit(f"evaluate: {e}")
     ev = P.evaluate

@@ -6,8 +6,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 
+from ddpmlab.data.splits import load_array
 from ddpmlab.device import resolve_device
 from ddpmlab.errors import DataError
 from ddpmlab.evaluation import sweep
@@ -31,9 +31,8 @@ def main(argv=None):
     except (ParamsError, RuntimeError) as e:  # RuntimeError: --device cuda without a visible GPU
         sys.exit(f"sweep: {e}")
     try:
+        ref = load_array(args.reference, "features")  # before the weights: cheap first
         extract = partial(InceptionFeatures(args.weights, device), batch=P.evaluate.batch_size, desc="features")
-        with np.load(args.reference) as z:
-            ref = z["features"]
         df = sweep.sweep_checkpoint(load_checkpoint(args.model), P, extract, ref, device)
     except (DataError, FileNotFoundError, sweep.CheckpointMismatch) as e:
         sys.exit(f"sweep: {e}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -27,6 +26,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from ddpmlab.data.splits import read_array
 from ddpmlab.errors import DataError
 from ddpmlab.evaluation.fid import kid_from_features
 from ddpmlab.evaluation.metrics import MetricSpec, feature_metrics
@@ -41,13 +41,7 @@ def load_images(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "images" not in z.files:
-                raise DataError(f"{path}: no `images` array (has {sorted(z.files)}); expected uint8 [N, H, W, C]")
-            images = z["images"]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz of images ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    images = read_array(path, "images")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise DataError(f"{path}: images must be uint8 [N, H, W, C] with C = 1 or 3, got {images.dtype} {list(images.shape)}")
     n, h, w, _ = images.shape
