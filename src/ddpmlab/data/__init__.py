@@ -1,0 +1,1 @@
+"""ddpmlab.data: download, preparation and the prepared splits."""

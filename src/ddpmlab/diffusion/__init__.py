@@ -1,0 +1,1 @@
+"""ddpmlab.diffusion: noise schedules, the forward process and the DDPM/DDIM samplers."""

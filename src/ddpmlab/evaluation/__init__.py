@@ -1,0 +1,1 @@
+"""ddpmlab.evaluation: FID/KID, precision/recall, the sampler sweep, memorization."""

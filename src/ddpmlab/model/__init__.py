@@ -1,0 +1,1 @@
+"""ddpmlab.model: the U-Net."""

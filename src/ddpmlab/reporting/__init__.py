@@ -1,0 +1,1 @@
+"""ddpmlab.reporting: the report and the experiment comparison."""

@@ -1,0 +1,1 @@
+"""ddpmlab.residuals: the chi-squared check of eps - eps_theta."""

@@ -1,0 +1,1 @@
+"""ddpmlab.training: the training loop, its state, checkpoints and runtime."""
