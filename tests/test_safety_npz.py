@@ -15,12 +15,39 @@ from ddpmlab.errors import DataError
 from .conftest import ROOT
 
 
-def npz_with_header(path, shape, descr="|u1", payload=b""):
-    """An .npz whose `images.npy` declares `shape` but carries only `payload` after its header."""
+def npz_with_header(path, shape, descr="|u1", payload=b"", keys=("images", "features")):
+    """An .npz whose members (one per key) declare `shape` but carry only `payload` after their header."""
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("images.npy", buf.getvalue() + payload)  # the header writer puts the magic string first
+        for k in keys:
+            z.writestr(f"{k}.npy", buf.getvalue() + payload)  # the header writer puts the magic string first
+    return path
+
+
+def corrupt_compressed(path):
+    """A savez_compressed file (as the pipeline writes) with bytes in the middle of its deflate stream flipped."""
+    x = np.random.default_rng(1).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    np.savez_compressed(path, images=x, features=x.reshape(64, -1).astype(np.float32))
+    with zipfile.ZipFile(path) as z:
+        spans = [(i.header_offset, i.compress_size) for i in z.infolist()]
+    raw = bytearray(path.read_bytes())
+    for offset, size in spans:  # the middle of each member's deflate stream (past its local header)
+        for i in range(offset + 100 + size // 2, offset + 100 + size // 2 + 64):
+            raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def shadowed(path):
+    """A small valid `images.npy` beside a member named exactly `images` (np.load prefers that one) holding 20 MB."""
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 4, 4, 3), np.uint8))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("images.npy", buf.getvalue())
+        z.writestr("images", bytes(20 << 20))
+        z.writestr("features.npy", buf.getvalue())
+        z.writestr("features", bytes(20 << 20))
     return path
 
 
@@ -36,8 +63,9 @@ def bad_files(tmp_path, good_path):
     (tmp_path / "trunc.npz").write_bytes(raw[: len(raw) // 2])
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04" + bytes(60))
     (tmp_path / "text.npz").write_text("not an archive\n")
-    np.savez(tmp_path / "pickled.npz", images=np.array([{"a": 1}, None], dtype=object))
-    np.savez(tmp_path / "otherkey.npz", features=np.zeros((2, 3), np.float32))
+    obj = np.array([{"a": 1}, None], dtype=object)
+    np.savez(tmp_path / "pickled.npz", images=obj, features=obj)
+    np.savez(tmp_path / "otherkey.npz", pics=np.zeros((2, 3), np.float32))
     return {
         "trunc": tmp_path / "trunc.npz",
         "junk": tmp_path / "junk.npz",
@@ -47,18 +75,35 @@ def bad_files(tmp_path, good_path):
         "terabytes": npz_with_header(tmp_path / "tb.npz", (10**6, 10**4, 10**4, 3)),
         "short": npz_with_header(tmp_path / "short.npz", (100, 8, 8, 3), payload=bytes(50)),
         "over_limit": npz_with_header(tmp_path / "big.npz", (MAX_ARRAY_BYTES + 1,)),
+        # negative sizes whose product is small or negative but which numpy's int64 product wraps to 64 MiB
+        "negative": npz_with_header(tmp_path / "neg.npz", (-(2**26), 2**38 - 1)),
+        "zero_width": npz_with_header(tmp_path / "v0.npz", (2**40, 2**20), descr="|V0"),
+        "corrupt_deflate": corrupt_compressed(tmp_path / "cd.npz"),
         "missing": tmp_path / "nope.npz",
     }
 
 
-def test_good_file_round_trips(good):
+def test_good_file_round_trips(good, tmp_path):
     path, x = good
     assert np.array_equal(read_array(path, "images"), x)
     assert np.array_equal(load_split(path), x)
     assert np.array_equal(load_array(path, "images"), x)
+    # what the pipeline writes: savez_compressed (features, samples), and a Fortran-ordered array
+    np.savez_compressed(tmp_path / "c.npz", images=x, features=np.asfortranarray(x[..., 0].astype(np.float32)))
+    assert np.array_equal(load_split(tmp_path / "c.npz"), x)
+    assert np.array_equal(load_array(tmp_path / "c.npz", "features"), x[..., 0])
 
 
-@pytest.mark.parametrize("kind", ["trunc", "junk", "text", "pickled", "otherkey", "terabytes", "short", "over_limit", "missing"])
+def test_shadow_member_is_not_read(tmp_path):
+    """np.load(path)["images"] would return the 20 MB member `images` as bytes; the checked `images.npy` is what is read."""
+    got = read_array(shadowed(tmp_path / "s.npz"), "images")
+    assert got.shape == (2, 4, 4, 3) and got.dtype == np.uint8
+
+
+BAD = ["trunc", "junk", "text", "pickled", "otherkey", "terabytes", "short", "over_limit", "negative", "zero_width", "corrupt_deflate", "missing"]
+
+
+@pytest.mark.parametrize("kind", BAD)
 def test_bad_npz_is_one_line_data_error(tmp_path, good, kind):
     path = bad_files(tmp_path, good[0])[kind]
     for reader in (lambda p: read_array(p, "images"), load_split, lambda p: load_array(p, "images")):
@@ -66,15 +111,15 @@ def test_bad_npz_is_one_line_data_error(tmp_path, good, kind):
             reader(path)
         msg = str(e.value)
         assert "\n" not in msg and str(path) in msg, msg
-    if kind in ("terabytes", "short", "over_limit"):
+    if kind in ("terabytes", "short", "over_limit", "negative", "zero_width"):
         assert "declares" in msg  # refused from the header, before numpy allocates
     if kind == "pickled":
         assert "pickle" in msg
     if kind == "otherkey":
-        assert "'features'" in msg  # says what the file does hold
+        assert "'pics'" in msg  # says what the file does hold
 
 
-@pytest.mark.parametrize("kind", ["trunc", "terabytes", "pickled"])
+@pytest.mark.parametrize("kind", ["trunc", "terabytes", "pickled", "corrupt_deflate"])
 def test_evaluate_and_sweep_stages_refuse_bad_npz_in_one_line(tmp_path, good, kind):
     path = bad_files(tmp_path, good[0])[kind]
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
@@ -91,3 +136,5 @@ def test_evaluate_and_sweep_stages_refuse_bad_npz_in_one_line(tmp_path, good, ki
         assert "Traceback" not in r.stderr, (name, r.stderr[-2000:])
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"{name}:") and str(path) in lines[0], (name, r.stderr)
+        expect = {"trunc": "not a readable", "terabytes": "declares", "pickled": "pickle", "corrupt_deflate": "not a readable"}[kind]
+        assert expect in lines[0], (name, lines[0])  # refused for the reason the case is named after
