@@ -39,9 +39,7 @@ MAX_SIDE = 1024  # larger sample images are refused (this compares small-image r
 def load_images(path: Path) -> np.ndarray:
     """uint8 [N, H, W, C] (C 1 or 3, square, N >= 2) from an .npz's `images`; DataError (one line) otherwise. No pickles."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} not found")
-    images = read_array(path, "images")
+    images = read_array(path, "images")  # "<path> not found" and every unreadable file: one line from the shared reader
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise DataError(f"{path}: images must be uint8 [N, H, W, C] with C = 1 or 3, got {images.dtype} {list(images.shape)}")
     n, h, w, _ = images.shape
