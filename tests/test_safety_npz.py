@@ -138,3 +138,38 @@ def test_evaluate_and_sweep_stages_refuse_bad_npz_in_one_line(tmp_path, good, ki
         assert len(lines) == 1 and lines[0].startswith(f"{name}:") and str(path) in lines[0], (name, r.stderr)
         expect = {"trunc": "not a readable", "terabytes": "declares", "pickled": "pickle", "corrupt_deflate": "not a readable"}[kind]
         assert expect in lines[0], (name, lines[0])  # refused for the reason the case is named after
+
+
+@pytest.mark.parametrize("kind", ["trunc", "junk", "text", "pickled", "terabytes", "short", "over_limit", "negative", "corrupt_deflate", "missing"])
+def test_residuals_check_cli_refuses_bad_npz_in_one_line(tmp_path, kind):
+    """`python -m ddpmlab.residuals check FILE` reads a user's file: the same checks as the stages' reader, exit 2, one line."""
+    r = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "good.npz", r=r, t=np.repeat(np.arange(4), 2), T=np.array(10))
+    raw = (tmp_path / "good.npz").read_bytes()
+    obj = np.array([{"a": 1}, None], dtype=object)
+    keys = ("r", "t", "T")
+    files = {"trunc": lambda p: p.write_bytes(raw[: len(raw) // 2]), "junk": lambda p: p.write_bytes(b"PK\x03\x04" + bytes(60)),
+             "text": lambda p: p.write_text("not an archive\n"), "pickled": lambda p: np.savez(p, r=obj, t=obj, T=obj),
+             "terabytes": lambda p: npz_with_header(p, (10**6, 10**4, 10**4, 3), keys=keys),
+             "short": lambda p: npz_with_header(p, (100, 3, 8, 8), "<f4", bytes(50), keys=keys),
+             "over_limit": lambda p: npz_with_header(p, (MAX_ARRAY_BYTES + 1,), keys=keys),
+             "negative": lambda p: npz_with_header(p, (-(2**26), 2**38 - 1), keys=keys),
+             "missing": lambda p: None}
+    path = tmp_path / f"{kind}.npz"
+    if kind == "corrupt_deflate":
+        np.savez_compressed(path, r=np.random.default_rng(1).standard_normal((64, 3, 16, 16)).astype(np.float32), t=np.zeros(64, int), T=np.array(10))
+        with zipfile.ZipFile(path) as z:
+            offset, size = z.getinfo("r.npy").header_offset, z.getinfo("r.npy").compress_size
+        b = bytearray(path.read_bytes())
+        for i in range(offset + 100 + size // 2, offset + 100 + size // 2 + 64):
+            b[i] ^= 0xFF
+        path.write_bytes(bytes(b))
+    else:
+        files[kind](path)
+    p = subprocess.run([sys.executable, "-m", "ddpmlab.residuals", "check", str(path)], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("residuals check: ") and str(path) in lines[0], p.stderr
+    expect = {"pickled": "pickle", "terabytes": "declares", "short": "declares", "over_limit": "declares", "negative": "declares"}
+    assert expect.get(kind, "not a readable") in lines[0], lines[0]

@@ -17,22 +17,27 @@ import zipfile
 
 import numpy as np
 
+from ddpmlab.data.splits import read_array
+from ddpmlab.errors import DataError
 from ddpmlab.io import _clean
 from ddpmlab.residuals import check as R
 
 
 def load(path: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """r, t, T from an .npz (no pickles); ResidualInputError with one line otherwise."""
+    """r, t, T from an .npz, read as the stages read theirs (no pickles; each header's shape checked against the bytes
+    behind it before anything is allocated); ResidualInputError with one line otherwise."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("r", "t", "T") if k not in f.files]
-            if missing:
-                raise R.ResidualInputError(f"{path}: missing arrays {missing}; expected r [M, C, H, W], t [M], T (has {sorted(f.files)})")
-            return f["r"], f["t"], f["T"]
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        if isinstance(e, R.ResidualInputError):
-            raise
+        with zipfile.ZipFile(path) as zf:
+            names = sorted(n[:-4] for n in zf.namelist() if n.endswith(".npy"))
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
         raise R.ResidualInputError(f"{path}: not a readable .npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    missing = [k for k in ("r", "t", "T") if k not in names]
+    if missing:
+        raise R.ResidualInputError(f"{path}: missing arrays {missing}; expected r [M, C, H, W], t [M], T (has {names})")
+    try:
+        return read_array(path, "r"), read_array(path, "t"), read_array(path, "T")
+    except DataError as e:
+        raise R.ResidualInputError(str(e)) from None
 
 
 def main(argv=None) -> int:
