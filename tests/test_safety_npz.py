@@ -25,13 +25,12 @@ def npz_with_header(path, shape, descr="|u1", payload=b"", keys=("images", "feat
     return path
 
 
-def corrupt_compressed(path, **arrays):
-    """A savez_compressed file (as the pipeline writes; default members images, features) with bytes in the middle of
-    each large member's deflate stream flipped (a member of a few bytes is left whole: its middle is another's header)."""
+def corrupt_compressed(path, keys=("images", "features")):
+    """A savez_compressed file (as the pipeline writes) with bytes in the middle of each member's deflate stream flipped."""
     x = np.random.default_rng(1).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
-    np.savez_compressed(path, **(arrays or {"images": x, "features": x.reshape(64, -1).astype(np.float32)}))
+    np.savez_compressed(path, **{k: x for k in keys})
     with zipfile.ZipFile(path) as z:
-        spans = [(i.header_offset, i.compress_size) for i in z.infolist() if i.compress_size > 1000]
+        spans = [(i.header_offset, i.compress_size) for i in z.infolist()]
     raw = bytearray(path.read_bytes())
     for offset, size in spans:  # the middle of each member's deflate stream (past its local header)
         for i in range(offset + 100 + size // 2, offset + 100 + size // 2 + 64):
@@ -59,13 +58,14 @@ def good(tmp_path):
     return tmp_path / "good.npz", x
 
 
-def bad_files(tmp_path, good_path):
+def bad_files(tmp_path, good_path, keys=("images", "features")):
+    """One file of each bad kind; the members that should hold arrays are named `keys`."""
     raw = good_path.read_bytes()
     (tmp_path / "trunc.npz").write_bytes(raw[: len(raw) // 2])
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04" + bytes(60))
     (tmp_path / "text.npz").write_text("not an archive\n")
     obj = np.array([{"a": 1}, None], dtype=object)
-    np.savez(tmp_path / "pickled.npz", images=obj, features=obj)
+    np.savez(tmp_path / "pickled.npz", **{k: obj for k in keys})
     np.savez(tmp_path / "otherkey.npz", pics=np.zeros((2, 3), np.float32))
     return {
         "trunc": tmp_path / "trunc.npz",
@@ -73,13 +73,13 @@ def bad_files(tmp_path, good_path):
         "text": tmp_path / "text.npz",
         "pickled": tmp_path / "pickled.npz",
         "otherkey": tmp_path / "otherkey.npz",
-        "terabytes": npz_with_header(tmp_path / "tb.npz", (10**6, 10**4, 10**4, 3)),
-        "short": npz_with_header(tmp_path / "short.npz", (100, 8, 8, 3), payload=bytes(50)),
-        "over_limit": npz_with_header(tmp_path / "big.npz", (MAX_ARRAY_BYTES + 1,)),
+        "terabytes": npz_with_header(tmp_path / "tb.npz", (10**6, 10**4, 10**4, 3), keys=keys),
+        "short": npz_with_header(tmp_path / "short.npz", (100, 8, 8, 3), payload=bytes(50), keys=keys),
+        "over_limit": npz_with_header(tmp_path / "big.npz", (MAX_ARRAY_BYTES + 1,), keys=keys),
         # negative sizes whose product is small or negative but which numpy's int64 product wraps to 64 MiB
-        "negative": npz_with_header(tmp_path / "neg.npz", (-(2**26), 2**38 - 1)),
-        "zero_width": npz_with_header(tmp_path / "v0.npz", (2**40, 2**20), descr="|V0"),
-        "corrupt_deflate": corrupt_compressed(tmp_path / "cd.npz"),
+        "negative": npz_with_header(tmp_path / "neg.npz", (-(2**26), 2**38 - 1), keys=keys),
+        "zero_width": npz_with_header(tmp_path / "v0.npz", (2**40, 2**20), descr="|V0", keys=keys),
+        "corrupt_deflate": corrupt_compressed(tmp_path / "cd.npz", keys),
         "missing": tmp_path / "nope.npz",
     }
 
@@ -146,20 +146,7 @@ def test_residuals_check_cli_refuses_bad_npz_in_one_line(tmp_path, kind):
     """`python -m ddpmlab.residuals check FILE` reads a user's file: the same checks as the stages' reader, exit 2, one line."""
     r = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "good.npz", r=r, t=np.repeat(np.arange(4), 2), T=np.array(10))
-    raw = (tmp_path / "good.npz").read_bytes()
-    obj = np.array([{"a": 1}, None], dtype=object)
-    keys = ("r", "t", "T")
-    files = {"trunc": lambda p: p.write_bytes(raw[: len(raw) // 2]), "junk": lambda p: p.write_bytes(b"PK\x03\x04" + bytes(60)),
-             "text": lambda p: p.write_text("not an archive\n"), "pickled": lambda p: np.savez(p, r=obj, t=obj, T=obj),
-             "terabytes": lambda p: npz_with_header(p, (10**6, 10**4, 10**4, 3), keys=keys),
-             "short": lambda p: npz_with_header(p, (100, 3, 8, 8), "<f4", bytes(50), keys=keys),
-             "over_limit": lambda p: npz_with_header(p, (MAX_ARRAY_BYTES + 1,), keys=keys),
-             "negative": lambda p: npz_with_header(p, (-(2**26), 2**38 - 1), keys=keys),
-             "corrupt_deflate": lambda p: corrupt_compressed(p, r=np.random.default_rng(1).standard_normal((64, 3, 16, 16)).astype(np.float32),
-                                                             t=np.repeat(np.arange(32), 2), T=np.array(10)),
-             "missing": lambda p: None}
-    path = tmp_path / f"{kind}.npz"
-    files[kind](path)
+    path = bad_files(tmp_path, tmp_path / "good.npz", keys=("r", "t", "T"))[kind]
     p = subprocess.run([sys.executable, "-m", "ddpmlab.residuals", "check", str(path)], capture_output=True, text=True,
                        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
