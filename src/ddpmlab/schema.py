@@ -173,6 +173,7 @@ class TrainParams(Section):
     ema_warmup: Annotated[float, Field(ge=2)] = 10.0  # c in min(decay, (1+n)/(c+n)); 2 = mean of all iterates
     prediction: Literal["eps", "v"]  # what the network outputs (PREDICTIONS)
     min_snr_gamma: Annotated[float, Field(ge=0)]  # 0: uniform weights in the prediction's own space
+    t_sampling: Literal["uniform", "stratified"] = "uniform"  # a batch's t: independent | one per stratum (T_SAMPLINGS)
     hflip: bool
     val_every: PosInt
     val_draws: PosInt

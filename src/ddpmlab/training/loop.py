@@ -113,10 +113,25 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, 1, epoch)))
 
 
-def step_randomness(batch: int, T: int, shape, seed: int, step: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(t [B], noise [B, C, H, W], flip mask [B]) for global step `step`."""
+T_SAMPLINGS = ("uniform", "stratified")  # schema.TrainParams.t_sampling must agree
+
+
+def step_randomness(batch: int, T: int, shape, seed: int, step: int, device, t_sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(t [B], noise [B, C, H, W], flip mask [B]) for global step `step`.
+
+    t_sampling "uniform": B independent uniform t (Ho et al.). "stratified": the low-discrepancy sampler of
+    Kingma et al. 2021 (VDM, appendix I.1): one uniform offset u, t_i = floor(T * ((u + i/B) mod 1)), so
+    every batch holds exactly one t from each of B equal strata of 0..T-1. Each t_i is still uniform on
+    0..T-1 (the loss is unbiased, the same objective); the batch's loss varies less from step to step."""
+    if t_sampling not in T_SAMPLINGS:
+        raise ValueError(f"t_sampling must be one of {T_SAMPLINGS}, got {t_sampling!r}")
     g = torch.Generator(device=device).manual_seed(derive_seed(seed, 2, step))
-    t = torch.randint(0, T, (batch,), generator=g, device=device)
+    if t_sampling == "uniform":
+        t = torch.randint(0, T, (batch,), generator=g, device=device)
+    else:
+        u = torch.rand((), generator=g, device=device, dtype=torch.float64)
+        frac = torch.remainder(u + torch.arange(batch, device=device, dtype=torch.float64) / batch, 1.0)
+        t = (frac * T).floor().long().clamp_(max=T - 1)
     noise = torch.randn((batch, *shape), generator=g, device=device)
     flip = torch.rand((batch,), generator=g, device=device) < 0.5
     return t, noise, flip
@@ -175,7 +190,7 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
     training follows the single-process run (up to summation order).
     """
     B = len(idx)
-    t, noise, flip = step_randomness(B, sched.T, xs.shape[1:], seed, step, xs.device)
+    t, noise, flip = step_randomness(B, sched.T, xs.shape[1:], seed, step, xs.device, cfg.t_sampling)
     mine = slice(rt.dist.rank, None, rt.dist.world)
     idx, t, noise, flip = idx[mine], t[mine], noise[mine], flip[mine]
     x0 = xs[idx.to(xs.device)]
