@@ -166,6 +166,7 @@ class TrainParams(Section):
     batch_size: PosInt
     lr: Annotated[float, Field(gt=0, le=1)]
     weight_decay: Annotated[float, Field(ge=0)]
+    adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999  # AdamW's second-moment decay (PyTorch default 0.999)
     warmup_steps: NonNegInt
     lr_decay: Literal["none", "cosine"] = "none"  # after the warm-up: constant (Ho et al.) | cosine to 0 at the last step
     grad_clip: Annotated[float, Field(ge=0)]

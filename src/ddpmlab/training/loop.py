@@ -270,7 +270,8 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")
 
     # 1. resume: rank 0 moves files into place (parks other experiments' states), then every rank loads
     if dist.main:
