@@ -387,3 +387,35 @@ def test_ema_warm_up_changes_the_ema_only_and_is_recorded(tmp_path, data):
     assert any(not torch.equal(x, y) for x, y in zip(ca["ema"].values(), cb["ema"].values()))
     with pytest.raises(ValueError, match="ema_warmup"):
         TrainParams.model_validate({**tiny_setup().train.model_dump(), "ema_warmup": 1.5})
+
+
+def test_stratified_t_puts_one_t_in_each_stratum_and_uniform_is_unchanged():
+    from ddpmlab.training.loop import derive_seed, step_randomness
+
+    T, B = 1000, 16
+    for step in range(50):
+        t, _, _ = step_randomness(B, T, (3, 4, 4), 0, step, "cpu", "stratified")
+        assert sorted((t * B // T).tolist()) == list(range(B))  # exactly one t in each of the B strata of 0..T-1
+        t_old, noise, flip = step_randomness(B, T, (3, 4, 4), 0, step, "cpu")
+        g = torch.Generator().manual_seed(derive_seed(0, 2, step))  # the uniform draws as before the option existed
+        assert torch.equal(t_old, torch.randint(0, T, (B,), generator=g)) and torch.equal(noise, torch.randn((B, 3, 4, 4), generator=g))
+    ts = torch.cat([step_randomness(B, T, (1, 1, 1), 0, s, "cpu", "stratified")[0] for s in range(2000)])
+    counts = torch.bincount(ts * 10 // T, minlength=10).double()  # each t_i is uniform: tenths of 0..T-1 equally full
+    assert ((counts - len(ts) / 10).abs() / len(ts)).max() < 0.01  # 32,000 draws; 1% is > 5 binomial sd
+    assert step_randomness(5, 7, (1, 1, 1), 3, 0, "cpu", "stratified")[0].max() <= 6  # T not divisible by B
+    with pytest.raises(ValueError, match="t_sampling"):
+        TrainParams.model_validate({**tiny_setup().train.model_dump(), "t_sampling": "lognormal"})
+
+
+def test_t_sampling_and_adam_beta2_change_training_and_are_recorded(tmp_path, data):
+    base = train(tiny_setup(epochs=2), *data, tmp_path / "a.pt", tmp_path / "ma.pt").history
+    strat = train(tiny_setup(epochs=2, t_sampling="stratified"), *data, tmp_path / "b.pt", tmp_path / "mb.pt").history
+    beta = train(tiny_setup(epochs=2, adam_beta2=0.99), *data, tmp_path / "c.pt", tmp_path / "mc.pt").history
+    assert strat[0]["train/loss"] != base[0]["train/loss"]  # other t from the first step
+    assert beta[-1]["train/loss"] != base[-1]["train/loss"]  # other updates
+    assert load_checkpoint(tmp_path / "mb.pt")["train_config"]["t_sampling"] == "stratified"
+    assert load_checkpoint(tmp_path / "mc.pt")["train_config"]["adam_beta2"] == 0.99
+    assert load_checkpoint(tmp_path / "ma.pt")["train_config"]["adam_beta2"] == 0.999
+    for bad in (1.0, 0.0):
+        with pytest.raises(ValueError, match="adam_beta2"):
+            TrainParams.model_validate({**tiny_setup().train.model_dump(), "adam_beta2": bad})
