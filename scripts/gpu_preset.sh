@@ -4,6 +4,8 @@
 # torch.compile, 512 samples. val_fraction 0.111 holds out 112 images and leaves 896 = 7 batches of 128,
 # so the compiled step keeps one shape (a last short batch would compile a second graph).
 # 500 epochs = 3,500 steps: a few minutes on one H100 (README, "GPU preset"); raise train.epochs for more.
+# Sampling without autoguidance (sample.guidance=1), as measured on the H100; the run still keeps its early EMA
+# (train.guide_fraction), so `-S sample.guidance=2.5` tries it without retraining (not measured on a GPU).
 #
 #   bash scripts/gpu_preset.sh                        # the whole pipeline (needs the Inception weights)
 #   bash scripts/gpu_preset.sh sample                 # up to the samples (what a GPU machine without them can do)
@@ -16,5 +18,5 @@ exec dvc exp run -n "${GPU_PRESET_NAME:-gpu-preset}" \
   -S model.norm_groups=32 -S model.dropout=0.1 \
   -S train.epochs=500 -S train.batch_size=128 -S train.lr=0.0003 -S train.warmup_steps=200 -S train.ema_decay=0.9995 \
   -S train.compile=true -S train.val_every=25 -S train.checkpoint_every=100 \
-  -S sample.n_samples=512 -S sample.batch_size=512 -S evaluate.kid_subset_size=100 -S sweep.n_samples=256 \
+  -S sample.n_samples=512 -S sample.batch_size=512 -S sample.guidance=1 -S evaluate.kid_subset_size=100 -S sweep.n_samples=256 \
   "$@"

@@ -1,4 +1,5 @@
-"""Stage `sample`: DDPM (Algorithm 2) or DDIM sampling from the EMA weights; image i depends only on (seed, i).
+"""Stage `sample`: DDPM (Algorithm 2) or DDIM sampling from the EMA weights (autoguided by the run's early EMA when
+sample.guidance != 1); image i depends only on (seed, i).
 
 T, the schedule and the network's shape come from the checkpoint; params.yaml disagreeing with it is an error.
 """
@@ -13,7 +14,7 @@ from ddpmlab.diffusion.sampling import SamplerSpec
 from ddpmlab.errors import DataError, ParamError
 from ddpmlab.io import write_json
 from ddpmlab.schema import ParamsError, load_params
-from ddpmlab.training.checkpoint import build_model_from_checkpoint, load_checkpoint, schedule_mismatch
+from ddpmlab.training.checkpoint import build_sampler_from_checkpoint, load_checkpoint, schedule_mismatch
 
 
 def main(argv=None):
@@ -27,7 +28,7 @@ def main(argv=None):
     try:
         P = load_params(args.params)
         device = resolve_device(args.device)
-        model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
+        model, sched, ckpt = build_sampler_from_checkpoint(load_checkpoint(args.model), device, P.sample.guidance)
         s = P.schedule
         if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, str(args.model)):
             raise ParamError("T/schedule", P.T, msg)
@@ -37,7 +38,8 @@ def main(argv=None):
     shape = (mc["in_channels"], mc["image_size"], mc["image_size"])
     spec = SamplerSpec(c.sampler, c.steps, c.eta, c.variance, c.spacing)
     g = generate(FastDenoiser(model, device, compile=c.compile), sched, spec, c.n_samples, c.batch_size, P.seed, shape, device, c.trajectory_frames)
-    write_json(args.figures / "sampling.json", {"sampler": c.sampler, **save_samples(g, args.out, args.figures)})
+    guide = {"guidance": c.guidance, "guide_fraction": ckpt["train_config"].get("guide_fraction", 0.0) if c.guidance != 1 else 0.0}
+    write_json(args.figures / "sampling.json", {"sampler": c.sampler, **guide, **save_samples(g, args.out, args.figures)})
     print(f"sample: {len(g.images)} images with {c.sampler} ({g.steps} steps) in {g.seconds:.1f} s")
 
 

@@ -6,7 +6,6 @@ import sys
 from functools import partial
 from pathlib import Path
 
-
 from ddpmlab.data.splits import load_array
 from ddpmlab.device import resolve_device
 from ddpmlab.errors import DataError

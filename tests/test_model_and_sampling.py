@@ -147,3 +147,29 @@ def test_unet_runs_with_bf16_weights_close_to_fp32():
     assert 1e-4 < rel < 2e-2, rel  # bf16 really ran (not fp32), and stayed close
     with pytest.raises(ValueError, match="precision 'fp8' is unknown; allowed: bf16, autocast"):
         FastDenoiser(m, torch.device("cpu"), precision="fp8")
+
+
+def test_autoguidance_combines_the_two_denoisers_and_needs_a_guide_in_the_checkpoint():
+    from ddpmlab.diffusion.sampling import AutoGuided
+    from ddpmlab.training.checkpoint import CheckpointError, build_sampler_from_checkpoint
+
+    cfg = ModelConfig(8, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), norm_groups=8)
+    torch.manual_seed(0)
+    net, guide = UNet(cfg).eval(), UNet(cfg).eval()
+    for p in list(net.parameters()) + list(guide.parameters()):  # zero-initialised outputs: make both say something
+        p.data.normal_(0, 0.05)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([3, 7])
+    with torch.no_grad():
+        e, g = net(x, t), guide(x, t)
+        assert torch.equal(AutoGuided(net, guide, 1.0)(x, t), g + (e - g))
+        assert torch.allclose(AutoGuided(net, guide, 1.0)(x, t), e, atol=1e-6) and torch.equal(AutoGuided(net, guide, 0.0)(x, t), g)
+        assert torch.allclose(AutoGuided(net, guide, 2.5)(x, t), g + 2.5 * (e - g))
+    ckpt = {"model_config": cfg.to_dict(), "schedule_config": {"name": "linear", "T": 10, "beta_start": 1e-4, "beta_end": 0.02},
+            "train_config": {"prediction": "eps"}, "ema": net.state_dict()}
+    plain, _, _ = build_sampler_from_checkpoint(ckpt, "cpu", 1.0)  # no guidance: the EMA network alone, no guide needed
+    with pytest.raises(CheckpointError, match=r"sample.guidance = 2.5 .* train.guide_fraction > 0") as err:
+        build_sampler_from_checkpoint(ckpt, "cpu", 2.5)
+    assert "\n" not in str(err.value)
+    guided, _, _ = build_sampler_from_checkpoint({**ckpt, "ema_guide": guide.state_dict()}, "cpu", 2.5)
+    with torch.no_grad():
+        assert torch.equal(plain(x, t), e) and torch.allclose(guided(x, t), g + 2.5 * (e - g))

@@ -419,3 +419,22 @@ def test_t_sampling_and_adam_beta2_change_training_and_are_recorded(tmp_path, da
     for bad in (1.0, 0.0):
         with pytest.raises(ValueError, match="adam_beta2"):
             TrainParams.model_validate({**tiny_setup().train.model_dump(), "adam_beta2": bad})
+
+
+def test_guide_fraction_keeps_the_early_ema_exactly_and_through_a_resume(tmp_path, data):
+    from ddpmlab.training.loop import guide_epoch
+
+    assert [guide_epoch(tiny_setup(epochs=e, guide_fraction=f).train) for e, f in ((400, 0.25), (4, 0.5), (3, 0.01), (9, 0.0))] == [100, 2, 1, 0]
+    train(tiny_setup(epochs=2), *data, tmp_path / "s2.pt", tmp_path / "m2.pt")
+    train(tiny_setup(epochs=4, guide_fraction=0.5), *data, tmp_path / "s4.pt", tmp_path / "m4.pt")
+    early, full = load_checkpoint(tmp_path / "m2.pt"), load_checkpoint(tmp_path / "m4.pt")
+    assert "ema_guide" not in early and full["train_config"]["guide_fraction"] == 0.5
+    assert_same_weights(full["ema_guide"], early["ema"])  # the guide is the EMA after 2 of the 4 epochs, to the bit
+    assert any(not torch.equal(full["ema"][k], full["ema_guide"][k]) for k in full["ema"])
+    # interrupted after epoch 3 (the guide taken, then checkpointed) and resumed: the same file
+    train(tiny_setup(epochs=4, guide_fraction=0.5), *data, tmp_path / "r.pt", tmp_path / "mr.pt", stop_after_epochs=3)
+    assert "ema_guide" in torch.load(tmp_path / "r.pt", weights_only=True) and not (tmp_path / "mr.pt").exists()
+    train(tiny_setup(epochs=4, guide_fraction=0.5), *data, tmp_path / "r.pt", tmp_path / "mr.pt")
+    assert (tmp_path / "mr.pt").read_bytes() == (tmp_path / "m4.pt").read_bytes()
+    with pytest.raises(ValueError, match="guide_fraction"):
+        TrainParams.model_validate({**tiny_setup().train.model_dump(), "guide_fraction": 1.0})

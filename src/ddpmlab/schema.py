@@ -175,6 +175,8 @@ class TrainParams(Section):
     prediction: Literal["eps", "v"]  # what the network outputs (PREDICTIONS)
     min_snr_gamma: Annotated[float, Field(ge=0)]  # 0: uniform weights in the prediction's own space
     t_sampling: Literal["uniform", "stratified"] = "uniform"  # a batch's t: independent | one per stratum (T_SAMPLINGS)
+    guide_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0  # keep the EMA after this fraction of the epochs as the
+    #   autoguidance network (sample.guidance); 0 = keep none
     hflip: bool
     val_every: PosInt
     val_draws: PosInt
@@ -203,6 +205,7 @@ class SampleParams(Section):
     eta: Annotated[float, Field(ge=0, le=1)]
     variance: Literal["small", "large"]
     spacing: Literal["linspace", "leading", "trailing"]
+    guidance: Annotated[float, Field(ge=0, le=20)] = 1.0  # autoguidance weight w (Karras et al. 2024); 1 = none
     n_samples: Annotated[int, Field(ge=2)]
     batch_size: PosInt
     trajectory_frames: Annotated[int, Field(ge=2)]

@@ -62,6 +62,21 @@ class EpsFromV(torch.nn.Module):
         return extract(self.sched.sqrt_one_minus_alpha_bar, t, x.shape) * x.float() + extract(self.sched.sqrt_alpha_bar, t, x.shape) * v
 
 
+class AutoGuided(torch.nn.Module):
+    """Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", eq. 2):
+    eps = eps_guide + w (eps_net - eps_guide), where the guide is a weaker version of the same network (here the
+    EMA of the same run after a fraction of its epochs). Denoisers are linear in eps at a given (x_t, t), so
+    guiding eps is guiding D. w = 1 is the network alone; w > 1 pushes away from the guide's errors."""
+
+    def __init__(self, net: torch.nn.Module, guide: torch.nn.Module, w: float):
+        super().__init__()
+        self.net, self.guide, self.w = net, guide, float(w)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        g = self.guide(x, t).float()
+        return g + self.w * (self.net(x, t).float() - g)
+
+
 def as_eps_predictor(net: torch.nn.Module, sched: Schedule, prediction: str) -> torch.nn.Module:
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")

@@ -25,7 +25,7 @@ from ddpmlab.diffusion.sampling import SamplerSpec
 from ddpmlab.diffusion.schedule import Schedule
 from ddpmlab.evaluation.metrics import Extractor, MetricSpec, feature_metrics
 from ddpmlab.io import write_json
-from ddpmlab.training.checkpoint import build_model_from_checkpoint, schedule_mismatch
+from ddpmlab.training.checkpoint import build_sampler_from_checkpoint, schedule_mismatch
 
 COLUMNS = ["sampler", "steps", "eta", "fid", "kid", "kid_std", "precision", "recall", "prc_k",
            "n_generated", "n_reference", "kid_subset_size", "seconds"]
@@ -104,12 +104,12 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
 
 def sweep_checkpoint(ckpt: dict, P, extract: Extractor, ref: np.ndarray, device) -> pd.DataFrame:
     """The sweep of a trained checkpoint (`training.checkpoint.load_checkpoint`) with the settings of a
-    validated params.yaml (`schema.Params`: sweep, seed, sample.batch_size, evaluate's KID and k).
+    validated params.yaml (`schema.Params`: sweep, seed, sample.batch_size and guidance, evaluate's KID and k).
     T, schedule and image shape come from the checkpoint; params disagreeing with it raise CheckpointMismatch."""
     s = P.schedule
     if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, "the checkpoint"):
         raise CheckpointMismatch(msg)
-    model, sched, _ = build_model_from_checkpoint(ckpt, device)
+    model, sched, _ = build_sampler_from_checkpoint(ckpt, device, P.sample.guidance)  # the pipeline's own denoiser
     mc = ckpt["model_config"]
     sw, ev = P.sweep, P.evaluate
     return run_sweep(FastDenoiser(model, device), sched, (mc["in_channels"], mc["image_size"], mc["image_size"]),

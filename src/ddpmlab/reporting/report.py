@@ -94,11 +94,13 @@ def build(paths: dict, params: dict, out: Path) -> str:
         else ""
     )
     m = params.get("model", {})
+    w = smp.get("guidance", 1.0)  # sampling.json of runs before autoguidance has no such key: none
+    guided = f", autoguided (w = {w:g}, by the EMA after {smp.get('guide_fraction', 0):g} of the epochs)" if w != 1 else ""
     md = f"""# DDPM experiment report
 
 T = {params['T']}, seed = {params['seed']}, schedule = {params['schedule']['name']}, {prep['image_size']}x{prep['image_size']} images,
 U-Net ch {m.get('ch')} x {m.get('ch_mult')}, {m.get('num_res_blocks')} residual block(s) per level, attention at {m.get('attn_resolutions')} ({speed['params'] / 1e6:.2f}M parameters),
-sampler {smp['sampler']} with {smp['steps']} steps.
+sampler {smp['sampler']} with {smp['steps']} steps{guided}.
 
 ## Headline
 

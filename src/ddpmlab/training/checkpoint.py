@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.diffusion.sampling import as_eps_predictor
+from ddpmlab.diffusion.sampling import AutoGuided, as_eps_predictor
 from ddpmlab.diffusion.schedule import Schedule
 from ddpmlab.errors import DataError
 from ddpmlab.model.unet import UNet, UNetConfig
@@ -105,6 +105,19 @@ def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> t
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint lacks or mismatches its model description ({type(e).__name__}: {str(e)[:120]}); retrain it") from None
     return net, sched, ckpt
+
+
+def build_sampler_from_checkpoint(ckpt: dict, device="cpu", guidance: float = 1.0) -> tuple[torch.nn.Module, Schedule, dict]:
+    """The epsilon-predictor the samplers run: the EMA network alone (guidance 1), or autoguided by the checkpoint's
+    early EMA ("ema_guide", kept by train.guide_fraction > 0) with weight `guidance` (sampling.AutoGuided)."""
+    net, sched, ckpt = build_model_from_checkpoint(ckpt, device)
+    if guidance == 1:
+        return net, sched, ckpt
+    if "ema_guide" not in ckpt:
+        raise CheckpointError(f"sample.guidance = {guidance:g} needs the checkpoint's autoguidance network, and this one has none: "
+                              "train with train.guide_fraction > 0 (e.g. 0.25), or set sample.guidance: 1")
+    guide, _, _ = build_model_from_checkpoint(ckpt, device, key="ema_guide")
+    return AutoGuided(net, guide, guidance), sched, ckpt
 
 
 def schedule_mismatch(stored: dict, T: int, name: str, beta_start: float, beta_end: float, where: str) -> str | None:

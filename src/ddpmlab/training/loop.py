@@ -86,6 +86,12 @@ def lr_for(cfg: TrainParams, step: int, n_train: int) -> float:
 
 
 @torch.no_grad()
+def guide_epoch(cfg: TrainParams) -> int:
+    """The epoch after which the EMA is kept as the autoguidance network: round(guide_fraction * epochs), at least 1;
+    0 when guide_fraction is 0 (none kept)."""
+    return 0 if cfg.guide_fraction == 0 else max(1, round(cfg.guide_fraction * cfg.epochs))
+
+
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, one fused foreach call over all tensors."""
     e, m = list(ema.parameters()), list(model.parameters())
@@ -278,12 +284,14 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
         store.prepare()
     dist.barrier()
     start_epoch, step, history, timings = 0, 0, [], []
+    guide = None  # the EMA weights after guide_epoch(cfg) epochs (CPU tensors), once reached
     state = store.load(map_location=device)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        guide = state.get("ema_guide")
         timings = [list(t) for t in state.get("timings", [])]
         if dist.main:
             say(f"resuming from {state_path}: epoch {start_epoch}/{cfg.epochs}, step {step}")
@@ -312,7 +320,7 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
     def checkpoint(epoch):
         if dist.main:
             save_atomic({**header(epoch), "resume_key": key, "timings": timings, "model": model.state_dict(), "ema": ema.state_dict(),
-                         "optimizer": opt.state_dict()}, state_path)
+                         "optimizer": opt.state_dict(), **({"ema_guide": guide} if guide is not None else {})}, state_path)
         dist.barrier()
 
     # 3. the epochs
@@ -354,6 +362,8 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
             with rt.autocast():
                 rec |= validation_record(as_eps_predictor(ema, sched, cfg.prediction), as_eps_predictor(model, sched, cfg.prediction), sched, vx, vt,
                                          vnoise, 4 * cfg.batch_size)
+        if epoch + 1 == guide_epoch(cfg):
+            guide = {k: v.detach().cpu().clone().contiguous() for k, v in ema.state_dict().items()}
         history.append(rec)
         timings.append([int(seen), seconds])
         if log and dist.main:
@@ -368,7 +378,8 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
         # the final model: EMA weights, config, per-epoch losses (the residuals stage tests them); no
         # timings and no resume key, so identical params and data give a byte-identical file
         ema_cpu = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
-        save_atomic({**header(cfg.epochs), "ema": ema_cpu, "n_train": len(train_x)}, model_path)
+        extra = {"ema_guide": guide} if guide is not None else {}  # the autoguidance network (sample.guidance)
+        save_atomic({**header(cfg.epochs), "ema": ema_cpu, **extra, "n_train": len(train_x)}, model_path)
     return result
 
 
