@@ -438,3 +438,14 @@ def test_guide_fraction_keeps_the_early_ema_exactly_and_through_a_resume(tmp_pat
     assert (tmp_path / "mr.pt").read_bytes() == (tmp_path / "m4.pt").read_bytes()
     with pytest.raises(ValueError, match="guide_fraction"):
         TrainParams.model_validate({**tiny_setup().train.model_dump(), "guide_fraction": 1.0})
+
+
+def test_ema_update_stays_out_of_the_autograd_graph():
+    from ddpmlab.training.loop import ema_update
+
+    model = torch.nn.Linear(3, 2)
+    ema = torch.nn.Linear(3, 2).requires_grad_(False)
+    model(torch.randn(4, 3)).sum().backward()  # a training step's graph exists around the update
+    for _ in range(3):
+        ema_update(ema, model, 0.9)
+    assert all(p.grad_fn is None and not p.requires_grad for p in ema.parameters())  # else each step chains a graph

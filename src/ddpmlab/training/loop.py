@@ -85,13 +85,13 @@ def lr_for(cfg: TrainParams, step: int, n_train: int) -> float:
     return lr_at(step, cfg.lr, cfg.warmup_steps, cfg.lr_decay, cfg.epochs * math.ceil(n_train / cfg.batch_size))
 
 
-@torch.no_grad()
 def guide_epoch(cfg: TrainParams) -> int:
     """The epoch after which the EMA is kept as the autoguidance network: round(guide_fraction * epochs), at least 1;
     0 when guide_fraction is 0 (none kept)."""
     return 0 if cfg.guide_fraction == 0 else max(1, round(cfg.guide_fraction * cfg.epochs))
 
 
+@torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, one fused foreach call over all tensors."""
     e, m = list(ema.parameters()), list(model.parameters())
