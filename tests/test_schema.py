@@ -153,6 +153,9 @@ def test_names_agree_with_the_library():
     assert lit(schema.TrainParams, "prediction") == set(sampling.PREDICTIONS) == set(schema.PREDICTIONS)
     assert lit(schema.SampleParams, "sampler") == set(schema.SAMPLERS)
     assert lit(schema.TrainParams, "device") == set(schema.DEVICES) == set(device.DEVICES)
+    from ddpmlab.training.loop import T_SAMPLINGS
+
+    assert lit(schema.TrainParams, "t_sampling") == set(T_SAMPLINGS)
 
 
 @pytest.mark.parametrize("stage", ["schedule", "sample", "train"])

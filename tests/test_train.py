@@ -433,7 +433,7 @@ def test_guide_fraction_keeps_the_early_ema_exactly_and_through_a_resume(tmp_pat
     assert any(not torch.equal(full["ema"][k], full["ema_guide"][k]) for k in full["ema"])
     # interrupted after epoch 3 (the guide taken, then checkpointed) and resumed: the same file
     train(tiny_setup(epochs=4, guide_fraction=0.5), *data, tmp_path / "r.pt", tmp_path / "mr.pt", stop_after_epochs=3)
-    assert "ema_guide" in torch.load(tmp_path / "r.pt", weights_only=True) and not (tmp_path / "mr.pt").exists()
+    assert "ema_guide" in load_checkpoint(tmp_path / "r.pt") and not (tmp_path / "mr.pt").exists()
     train(tiny_setup(epochs=4, guide_fraction=0.5), *data, tmp_path / "r.pt", tmp_path / "mr.pt")
     assert (tmp_path / "mr.pt").read_bytes() == (tmp_path / "m4.pt").read_bytes()
     with pytest.raises(ValueError, match="guide_fraction"):
