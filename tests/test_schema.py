@@ -146,6 +146,7 @@ def test_names_agree_with_the_library():
     from ddpmlab import device
     from ddpmlab.diffusion import sampling
     from ddpmlab.diffusion.schedule import SCHEDULES
+    from ddpmlab.training.loop import T_SAMPLINGS
 
     lit = lambda model, field: set(typing.get_args(model.model_fields[field].annotation))  # noqa: E731
     assert lit(schema.ScheduleParams, "name") == set(SCHEDULES) == set(schema.SCHEDULES)
@@ -153,8 +154,6 @@ def test_names_agree_with_the_library():
     assert lit(schema.TrainParams, "prediction") == set(sampling.PREDICTIONS) == set(schema.PREDICTIONS)
     assert lit(schema.SampleParams, "sampler") == set(schema.SAMPLERS)
     assert lit(schema.TrainParams, "device") == set(schema.DEVICES) == set(device.DEVICES)
-    from ddpmlab.training.loop import T_SAMPLINGS
-
     assert lit(schema.TrainParams, "t_sampling") == set(T_SAMPLINGS)
 
 

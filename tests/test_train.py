@@ -14,7 +14,7 @@ from ddpmlab.device import DeviceError, resolve_device
 from ddpmlab.model.unet import UNetConfig
 from ddpmlab.schema import TrainParams
 from ddpmlab.training.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
-from ddpmlab.training.loop import TrainingDiverged, TrainSetup, final_metrics, train
+from ddpmlab.training.loop import TrainingDiverged, TrainSetup, ema_update, final_metrics, train
 from ddpmlab.training.state import code_files, code_fingerprint
 
 from .conftest import ROOT, blob_images
@@ -441,8 +441,6 @@ def test_guide_fraction_keeps_the_early_ema_exactly_and_through_a_resume(tmp_pat
 
 
 def test_ema_update_stays_out_of_the_autograd_graph():
-    from ddpmlab.training.loop import ema_update
-
     model = torch.nn.Linear(3, 2)
     ema = torch.nn.Linear(3, 2).requires_grad_(False)
     model(torch.randn(4, 3)).sum().backward()  # a training step's graph exists around the update
