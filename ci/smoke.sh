@@ -26,6 +26,6 @@ for rev in smoke-base smoke-T100; do
         || { echo "smoke: dvc plots diff shows no sample grid of $rev" >&2; exit 1; }
 done
 echo "== comparison =="
-python -m ddpmlab.compare smoke-base smoke-T100 --out reports/compare
+python -m ddpmlab.tools.compare smoke-base smoke-T100 --out reports/compare
 echo "== regression gate =="
-python -m ddpmlab.gate smoke-base
+python -m ddpmlab.tools.gate smoke-base

@@ -1,33 +1,6 @@
-"""Stage `download`: fetch the raw images (params `data`), verified by sha256, into OUT/images.
+"""dvc.yaml's `download` stage: the work is in ddpmlab.pipeline.stages.download (`python stages/download.py --help`)."""
 
-Nothing downloaded is executed; downloads are bounded (data.timeout_s, deadline_s, max_download_mb,
-max_expanded_mb); OUT is replaced only after everything succeeded, and only if this stage wrote it.
-"""
-
-import argparse
-import sys
-from pathlib import Path
-
-from ddpmlab.data.download import run_download
-from ddpmlab.errors import DataError, ParamError
-from ddpmlab.schema import ParamsError, load_params
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    ap.add_argument("--out", required=True, type=Path, help="output folder (images/ and manifest.json)")
-    args = ap.parse_args(argv)
-    try:
-        res = run_download(load_params(args.params), args.out)
-    except (ParamsError, ParamError, DataError) as e:
-        sys.exit(f"download: {e}")
-    except KeyboardInterrupt:
-        sys.exit("download: interrupted; nothing was changed in " + str(args.out))
-    print(f"download: {len(res.images)} images from source '{res.source}' in {args.out / 'images'}")
-    if res.manifest.get("skipped"):
-        print(f"download: skipped {len(res.manifest['skipped'])} entries (see manifest.json 'skipped')", file=sys.stderr)
-
+from ddpmlab.pipeline.stages.download import main
 
 if __name__ == "__main__":
     main()

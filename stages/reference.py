@@ -1,37 +1,6 @@
-"""Stage `reference`: Inception features of the training and validation splits, computed once per dataset and resolution."""
+"""dvc.yaml's `reference` stage: the work is in ddpmlab.pipeline.stages.reference (`python stages/reference.py --help`)."""
 
-import argparse
-import sys
-from pathlib import Path
-
-import numpy as np
-
-from ddpmlab.data.splits import load_split
-from ddpmlab.device import DeviceError, resolve_device
-from ddpmlab.errors import DataError
-from ddpmlab.evaluation.fid import InceptionFeatures
-from ddpmlab.schema import ParamsError, load_params
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--weights", required=True, type=Path, help="converted Inception weights")
-    ap.add_argument("--split", nargs=2, action="append", required=True, metavar=("IMAGES_NPZ", "FEATURES_NPZ"),
-                    help="a prepared split and where its features go; repeat per split")
-    ap.add_argument("--device", default="auto")
-    args = ap.parse_args(argv)
-    try:
-        batch = load_params(args.params).evaluate.batch_size
-        extractor = InceptionFeatures(args.weights, resolve_device(args.device))
-        for images, out in args.split:
-            feats = extractor(load_split(Path(images)), batch, desc=f"features of {Path(images).name}")
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(out, features=feats)
-            print(f"reference: {len(feats)} feature vectors of {images} -> {out}")
-    except (ParamsError, DataError, DeviceError) as e:
-        sys.exit(f"reference: {e}")
-
+from ddpmlab.pipeline.stages.reference import main
 
 if __name__ == "__main__":
     main()

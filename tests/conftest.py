@@ -1,5 +1,7 @@
-import shutil
+import functools
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,28 @@ def image_folder(tmp_path) -> Path:
     return folder
 
 
+@functools.cache
+def committed_params_text() -> str:
+    """params.yaml as committed at HEAD. Tests never read the working file: `dvc exp run` rewrites it."""
+    r = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:params.yaml"], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"tests read params.yaml as committed (git show HEAD:params.yaml), which failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def committed_params() -> dict:
+    """A fresh dict of the committed params.yaml (callers may change it)."""
+    return yaml.safe_load(committed_params_text())
+
+
+@functools.cache
+def committed_params_file() -> Path:
+    """The committed params.yaml written to a private folder, for code that takes a path."""
+    path = Path(tempfile.mkdtemp(prefix="ddpmlab-params-")) / "params.yaml"
+    path.write_text(committed_params_text())
+    return path
+
+
 @pytest.fixture
 def params() -> dict:
-    with open(ROOT / "params.yaml") as f:
-        return yaml.safe_load(f)
+    return committed_params()

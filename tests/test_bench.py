@@ -3,17 +3,17 @@
 import pytest
 import yaml
 
-from ddpmlab import bench
-from ddpmlab.schema import load_params
-from ddpmlab.training.loop import TrainSetup
+from ddpmlab.tools import bench
+from ddpmlab.pipeline.schema import load_params
+from ddpmlab.pipeline.configs import train_setup
 
-from .conftest import ROOT
+from .conftest import committed_params, committed_params_file
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_runs_on_cpu_and_reports_all_rows(capsys):
-    out = bench.main(["--preset", "default", "--params", str(ROOT / "params.yaml"), "--device", "cpu", "--batch", "2",
+    out = bench.main(["--preset", "default", "--params", str(committed_params_file()), "--device", "cpu", "--batch", "2",
                       "--forward-batch", "2", "--steps", "1", "--warmup", "0"])
     names = [r["name"] for r in out["rows"]]
     assert names[0].startswith("(a)") and names[1].startswith("(b)")
@@ -25,9 +25,9 @@ def test_bench_runs_on_cpu_and_reports_all_rows(capsys):
 
 def test_default_preset_is_the_network_params_yaml_trains(tmp_path):
     """Read from params.yaml, never a copy: it follows an edit of the file."""
-    P = load_params(ROOT / "params.yaml")
-    assert bench.preset("default", ROOT / "params.yaml") == TrainSetup.from_params(P, in_channels=3).model
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    P = load_params(committed_params_file())
+    assert bench.preset("default", committed_params_file()) == train_setup(P, in_channels=3).model
+    p = committed_params()
     p["model"].update(ch=16, num_res_blocks=3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     cfg = bench.preset("default", tmp_path / "params.yaml")

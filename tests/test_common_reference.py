@@ -1,4 +1,4 @@
-"""KID against a common reference (python -m ddpmlab.evaluation.common_reference): resizing, ordering, bad input.
+"""KID against a common reference (python -m ddpmlab.tools.common_reference): resizing, ordering, bad input.
 
 The scoring tests use a cheap pixel extractor in place of Inception (the metrics code is Inception's own;
 the Inception path is exercised by the pipeline's `evaluate`)."""
@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from ddpmlab.errors import DataError
-from ddpmlab.evaluation.common_reference import compare, load_images, resize_images
-from ddpmlab.evaluation.metrics import MetricSpec
+from ddpmlab.core.errors import DataError
+from ddpmlab.tools.common_reference import compare, load_images, resize_images
+from ddpmlab.core.metrics import MetricSpec
 
 from .conftest import ROOT, blob_images
 
@@ -89,9 +89,9 @@ def test_bad_sample_files_are_one_line_errors(tmp_path, write, match):
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 truncated")
-    r = subprocess.run([sys.executable, "-m", "ddpmlab.evaluation.common_reference", str(bad), "--reference", str(bad)],
+    r = subprocess.run([sys.executable, "-m", "ddpmlab.tools.common_reference", str(bad), "--reference", str(bad)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert r.stderr.startswith("common_reference:") and "bad.npz" in r.stderr
-    h = subprocess.run([sys.executable, "-m", "ddpmlab.evaluation.common_reference", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    h = subprocess.run([sys.executable, "-m", "ddpmlab.tools.common_reference", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert h.returncode == 0 and "--reference" in h.stdout and "common reference" in h.stdout

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from .conftest import ROOT, blob_images
+from .conftest import ROOT, blob_images, committed_params
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 def tiny(d: Path, epochs: int, compile: bool) -> dict:
     # pins the training settings that decide whether 24 steps lower the loss: the workspace's params.yaml may hold an experiment's values (after
     # `dvc exp run` of the GPU preset, warm-up 200 steps at lr 3e-4 left this 24-step run's loss flat and the test failed)
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = committed_params()
     p["prepare"]["image_size"] = 16
     p["model"].update(ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], norm_groups=8, dropout=0.0)
     p["train"].update(epochs=epochs, batch_size=8, lr=1e-3, warmup_steps=0, lr_decay="none", prediction="eps", min_snr_gamma=0.0, val_every=1,

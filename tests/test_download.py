@@ -11,13 +11,13 @@ import zipfile
 
 import pytest
 
-from ddpmlab.data import download as dl
-from ddpmlab.errors import DataError, ParamError
-from ddpmlab.schema import load_params
+from ddpmlab.pipeline.data import download as dl
+from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.pipeline.schema import load_params
 
-from .conftest import ROOT
+from .conftest import committed_params_file
 
-BASE = load_params(ROOT / "params.yaml").data
+BASE = load_params(committed_params_file()).data
 
 
 def data(**kw):

@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddpmlab.depgraph import module_closure
+from ddpmlab.pipeline.imports import module_closure
+
+from .conftest import committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPE = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+PARAMS = committed_params()
 
 
 @pytest.mark.parametrize("name", sorted(PIPE))

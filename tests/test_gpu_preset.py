@@ -6,12 +6,12 @@ import shlex
 
 import yaml
 
-from ddpmlab.data.prepare import split_indices
-from ddpmlab.model.unet import UNet, count_params
-from ddpmlab.schema import validate
-from ddpmlab.training.loop import TrainSetup
+from ddpmlab.pipeline.data.prepare import split_indices
+from ddpmlab.core.unet import UNet, count_params
+from ddpmlab.pipeline.schema import validate
+from ddpmlab.pipeline.configs import train_setup
 
-from .conftest import ROOT
+from .conftest import ROOT, committed_params
 
 N_ARTWORKS = 1008  # the pokemon==0.36 sdist, data.pypi.id_range: []
 
@@ -19,7 +19,7 @@ N_ARTWORKS = 1008  # the pokemon==0.36 sdist, data.pypi.id_range: []
 def preset_params() -> dict:
     """params.yaml with the script's -S overrides applied (values parsed as YAML, as dvc does)."""
     words = shlex.split(re.sub(r"\\\n", " ", (ROOT / "scripts/gpu_preset.sh").read_text().split("exec dvc exp run", 1)[1]))
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = committed_params()
     sets = [words[i + 1] for i, w in enumerate(words) if w == "-S"]
     assert len(sets) >= 15
     for s in sets:
@@ -35,7 +35,7 @@ def preset_params() -> dict:
 
 def test_the_preset_is_valid_and_is_ho_et_al_s_cifar10_network():
     P = validate(preset_params())
-    setup = TrainSetup.from_params(P, in_channels=3)
+    setup = train_setup(P, in_channels=3)
     assert count_params(UNet(setup.model)) == 35_746_307  # DDPM CIFAR-10 (and diffusers' UNet2DModel of the same blocks)
     assert P.data.pypi.id_range == [] and P.train.compile and P.sample.n_samples >= 512
 

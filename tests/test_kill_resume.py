@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 
-from .conftest import ROOT, blob_images
+from .conftest import ROOT, blob_images, committed_params
 
 pytestmark = pytest.mark.slow
 
 
 def setup_run(d: Path, epochs: int) -> list[str]:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = committed_params()
     # T stays as in params.yaml (its cost does not depend on T, and the schema checks other sections against it)
     p["prepare"]["image_size"] = 16
     p["model"].update(ch=16, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8])

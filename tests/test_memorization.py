@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ddpmlab.evaluation.memorization import analyse, feature_nn, pixel_nn
+from ddpmlab.core.memorization import analyse, feature_nn, pixel_nn
 
 
 def images(n, seed):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmlab.model.unet import UNetConfig as ModelConfig
-from ddpmlab.diffusion.sampling import SamplerSpec, ddim_timesteps, sample, sampling_steps
-from ddpmlab.diffusion.schedule import Schedule, linear_betas, predict_x0_from_eps, q_sample
-from ddpmlab.model.unet import AttnBlock, UNet, count_params, timestep_embedding
+from ddpmlab.core.unet import UNetConfig as ModelConfig
+from ddpmlab.core.sampling import SamplerSpec, ddim_timesteps, sample, sampling_steps
+from ddpmlab.core.schedule import Schedule, linear_betas, predict_x0_from_eps, q_sample
+from ddpmlab.core.unet import AttnBlock, UNet, count_params, timestep_embedding
 
 TINY = ModelConfig(16, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8)
 
@@ -103,7 +103,7 @@ def test_image_depends_on_seed_and_index_not_batch(spec):
 def test_v_prediction_converts_to_eps_exactly_and_its_loss_is_eps_loss_over_alpha_bar(name):
     """Salimans & Ho 2022: a network answering the true v is, through EpsFromV, a network answering the true
     eps; and for any v-network, a_bar_t x ||v - v_theta||^2 is the eps-space error of the wrapped network."""
-    from ddpmlab.diffusion.sampling import EpsFromV, as_eps_predictor, eps_space_factor, per_sample_loss, v_target
+    from ddpmlab.core.sampling import EpsFromV, as_eps_predictor, eps_space_factor, per_sample_loss, v_target
 
     sched = Schedule.from_params(name, 1000)
     g = torch.Generator().manual_seed(0)
@@ -131,7 +131,7 @@ def test_v_prediction_converts_to_eps_exactly_and_its_loss_is_eps_loss_over_alph
 def test_unet_runs_with_bf16_weights_close_to_fp32():
     """FastDenoiser's precision="bf16" (CUDA sampling) casts the weights and the input to bf16: the U-Net must
     accept that (the time embedding follows x's dtype) and stay within bf16 rounding of the fp32 output."""
-    from ddpmlab.device import FastDenoiser
+    from ddpmlab.core.device import FastDenoiser
 
     cfg = ModelConfig(16, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0, norm_groups=8)
     torch.manual_seed(0)
@@ -150,8 +150,8 @@ def test_unet_runs_with_bf16_weights_close_to_fp32():
 
 
 def test_autoguidance_combines_the_two_denoisers_and_needs_a_guide_in_the_checkpoint():
-    from ddpmlab.diffusion.sampling import AutoGuided
-    from ddpmlab.training.checkpoint import CheckpointError, build_sampler_from_checkpoint
+    from ddpmlab.core.sampling import AutoGuided
+    from ddpmlab.core.checkpoint import CheckpointError, build_sampler_from_checkpoint
 
     cfg = ModelConfig(8, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), norm_groups=8)
     torch.manual_seed(0)

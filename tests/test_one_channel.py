@@ -14,10 +14,10 @@ import torch
 import yaml
 from PIL import Image
 
-from ddpmlab.data.images import grid, save_gif, to_model, to_uint8
-from ddpmlab.data.prepare import prepare_folder
-from ddpmlab.evaluation.fid import InceptionFeatures
-from ddpmlab.model.unet import UNet, UNetConfig
+from ddpmlab.core.images import grid, save_gif, to_model, to_uint8
+from ddpmlab.pipeline.data.prepare import prepare_folder
+from ddpmlab.core.fid import InceptionFeatures
+from ddpmlab.core.unet import UNet, UNetConfig
 
 from .test_pipeline import run, tiny_params
 from .test_presets import dvc_project, make_idx, pins

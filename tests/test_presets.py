@@ -23,8 +23,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from ddpmlab.data import presets as P
-from ddpmlab.errors import DataError
+from ddpmlab.pipeline.data import presets as P
+from ddpmlab.core.errors import DataError
+
+from .conftest import committed_params, committed_params_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,7 +281,7 @@ def test_unpinned_or_unknown_files_are_refused_before_any_download(tmp_path):
 
 
 def test_params_yaml_pins_every_official_file():
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]
+    p = committed_params()["data"]
     for preset in P.PRESETS:
         assert P.check_files(preset, p[preset]["url"], p[preset]["sha256"]).keys() == set(P.SPECS[preset].files)
         assert p[preset]["url"].startswith(("https://", "http://")) and p[preset]["url"].endswith("/")
@@ -316,7 +318,8 @@ def mirror(tmp_path_factory):
 
 def dvc_project(d: Path, cache: Path | None) -> dict:
     """This project's pipeline (dvc.yaml, stages, src, params.yaml) in a fresh git + DVC repository at d."""
-    for name in ("dvc.yaml", "stages", "src", "params.yaml"):
+    (d / "params.yaml").write_text(committed_params_text())
+    for name in ("dvc.yaml", "stages", "src"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmlab.diffusion.schedule import Schedule, linear_betas
-from ddpmlab.residuals import check as R
-from ddpmlab.residuals import simulate as S
-from ddpmlab.residuals.__main__ import main as cli
-from ddpmlab.residuals.run import collect_residuals
+from ddpmlab.core.schedule import Schedule, linear_betas
+from ddpmlab.core.residuals import check as R
+from ddpmlab.core.residuals import simulate as S
+from ddpmlab.tools.residuals import main as cli
+from ddpmlab.pipeline.stages.residuals import collect_residuals
 
 NAMES = [n for ns in R.COMPONENTS.values() for n in ns]
 
@@ -204,8 +204,8 @@ def test_cli_exit_2_on_bad_input(tmp_path, capsys):
 
 
 def test_cli_as_a_module(npz):
-    """The real entry point: --help, and the exit status of `python -m ddpmlab.residuals check`."""
-    run = lambda *a: subprocess.run([sys.executable, "-m", "ddpmlab.residuals", *a], capture_output=True, text=True)  # noqa: E731
+    """The real entry point: --help, and the exit status of `python -m ddpmlab.tools.residuals check`."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "ddpmlab.tools.residuals", *a], capture_output=True, text=True)  # noqa: E731
     h = run("check", "--help")
     assert h.returncode == 0 and "--alpha" in h.stdout and "--json" in h.stdout
     p = run("check", str(npz("scale", strength=0.3)), "--alpha", "2")

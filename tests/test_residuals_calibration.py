@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ddpmlab.residuals import check as R
-from ddpmlab.residuals.simulate import rejection_rates
+from ddpmlab.core.residuals import check as R
+from ddpmlab.core.residuals.simulate import rejection_rates
 
 DEFAULT = dict(n_images=15, n_t=40, draws=1, shape=(3, 24, 24), T=1000)  # the default run: 600 rows of 3x24x24
 TEN_X = dict(DEFAULT, draws=10)  # 6,000 rows, 150 per t

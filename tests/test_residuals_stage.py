@@ -9,37 +9,34 @@ import pytest
 import torch
 import yaml
 
-from ddpmlab.io import read_json
-from ddpmlab.model.unet import UNetConfig
-from ddpmlab.reporting.report import residuals_section
-from ddpmlab.residuals import check as R
-from ddpmlab.schema import TrainParams
-from ddpmlab.training.loop import TrainSetup, train
+from ddpmlab.pipeline.io import read_json
+from ddpmlab.core.unet import UNetConfig
+from ddpmlab.pipeline.stages.report import residuals_section
+from ddpmlab.core.residuals import check as R
+from ddpmlab.pipeline.configs import train_config
+from ddpmlab.pipeline.schema import TrainParams
+from ddpmlab.core.training import TrainSetup, train
 
-from .conftest import ROOT, blob_images
+from .conftest import ROOT, blob_images, committed_params
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A 20-image, 16x16, T = 20 model trained for 6 epochs; params.yaml made consistent with it."""
-    import ddpmlab.training.loop as L
-
     d = tmp_path_factory.mktemp("res")
     x = np.stack([np.asarray(im.convert("RGB").resize((16, 16))) for im in blob_images(24, seed=2)]).astype(np.uint8)
     np.savez(d / "val.npz", images=x[20:])
     tc = dict(device="cpu", epochs=6, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9, prediction="eps", min_snr_gamma=0.0,
               hflip=True, val_every=2, val_draws=2, checkpoint_every=3, bf16=True, compile=False, processes=1)
     setup = TrainSetup(UNetConfig(16, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
-                       {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02}, TrainParams(**tc), 0)
-    fp, threads = L.code_fingerprint, torch.get_num_threads()
-    L.code_fingerprint = lambda entry=None: "0" * 64  # noqa: E731  (this checkout may be edited while the test runs)
+                       {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02}, train_config(TrainParams(**tc)), 0)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         train(setup, x[:20], x[20:], d / "state.pt", d / "model.pt", say=lambda *a: None)
     finally:
-        L.code_fingerprint = fp
         torch.set_num_threads(threads)
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = committed_params()
     p["T"] = 20
     p["schedule"]["name"] = "linear"  # as the model above was trained
     p["prepare"]["image_size"] = 16
@@ -72,7 +69,7 @@ def test_stage_writes_every_output_and_the_report_rebuilds_it(run_dir):
     for s in (chi.marginal_reading(), chi.correlation_reading(), chi.scale_reading(), spikes.reading(), "(autocorr)", "(qq)", "(loss_by_t_plot)"):
         assert s in md, s
     # the export is the CLI's input: same verdict from the command line
-    cli = subprocess.run([sys.executable, "-m", "ddpmlab.residuals", "check", str(out / "residuals.npz")], capture_output=True, text=True,
+    cli = subprocess.run([sys.executable, "-m", "ddpmlab.tools.residuals", "check", str(out / "residuals.npz")], capture_output=True, text=True,
                          cwd=ROOT, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert cli.returncode == (0 if chi.verdict else 1) and cli.stdout.strip() == chi.reading()
 

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ddpmlab.data import download as dl
-from ddpmlab.errors import DataError, ParamError
-from ddpmlab.schema import PypiSource, load_params
+from ddpmlab.pipeline.data import download as dl
+from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.pipeline.schema import PypiSource, load_params
 
-from .conftest import ROOT, blob_images
+from .conftest import ROOT, blob_images, committed_params, committed_params_file
 
-BASE = load_params(ROOT / "params.yaml").data
+BASE = load_params(committed_params_file()).data
 
 
 def data(**kw):
@@ -409,7 +409,7 @@ def test_bad_names_table_is_named(server, tmp_path, monkeypatch, payload, match)
 
 
 def run_stage(tmp_path, data_over: dict, out: Path, env_extra=None):
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = committed_params()
     p["data"].update(data_over)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(p))
@@ -468,7 +468,7 @@ def test_stage_bad_names_member(server, tmp_path):
 
 
 def test_stage_option_as_package_is_refused(tmp_path):
-    over = {"source": "pypi", "pypi": {**yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["pypi"], "package": "--log==x"}}
+    over = {"source": "pypi", "pypi": {**committed_params()["data"]["pypi"], "package": "--log==x"}}
     assert_one_line_failure(run_stage(tmp_path, over, tmp_path / "raw"), "data.pypi.package")
 
 

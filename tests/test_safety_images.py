@@ -17,9 +17,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from ddpmlab.data.prepare import ImageRejected, load_image, prepare_folder
+from ddpmlab.pipeline.data.prepare import ImageRejected, load_image, prepare_folder
 
-from .conftest import ROOT, blob_images
+from .conftest import ROOT, blob_images, committed_params
 
 
 def thin_png(path: Path, w=30000, h=1) -> Path:
@@ -147,7 +147,7 @@ def peak_rss_mb(images: Path) -> int:
     """Peak resident memory (MB) of a fresh process that imports prepare and runs prepare_folder on `images`."""
     # VmHWM: this process image's own high-water mark (ru_maxrss would include the forking pytest parent's)
     code = ("from pathlib import Path\n"
-            "from ddpmlab.data.prepare import prepare_folder\n"
+            "from ddpmlab.pipeline.data.prepare import prepare_folder\n"
             f"prepare_folder(Path({str(images)!r}), 16, 'pad', 0.25, 0)\n"
             "print([int(l.split()[1]) // 1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
@@ -177,7 +177,7 @@ def test_prepare_stage_on_hostile_files(tmp_path):
     """The stage as DVC runs it: exit 0, no traceback, every refused file in skipped.json with its reason."""
     expected = hostile_folder(tmp_path / "raw" / "images")
     params = tmp_path / "params.yaml"
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = committed_params()
     p["prepare"]["image_size"] = 16
     p["model"]["ch_mult"] = [1, 2]
     p["model"]["attn_resolutions"] = [8]

@@ -9,10 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from ddpmlab.data.splits import MAX_ARRAY_BYTES, load_array, load_split, read_array
-from ddpmlab.errors import DataError
+from ddpmlab.pipeline.data.splits import MAX_ARRAY_BYTES, load_array, load_split, read_array
+from ddpmlab.core.errors import DataError
 
-from .conftest import ROOT
+from .conftest import ROOT, committed_params_file
 
 
 def npz_with_header(path, shape, descr="|u1", payload=b"", keys=("images", "features")):
@@ -125,10 +125,10 @@ def test_evaluate_and_sweep_stages_refuse_bad_npz_in_one_line(tmp_path, good, ki
     path = bad_files(tmp_path, good[0])[kind]
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}
     runs = {
-        "evaluate": [sys.executable, str(ROOT / "stages/evaluate.py"), "--params", str(ROOT / "params.yaml"), "--samples", str(path),
+        "evaluate": [sys.executable, str(ROOT / "stages/evaluate.py"), "--params", str(committed_params_file()), "--samples", str(path),
                      "--reference", str(path), "--weights", str(tmp_path / "w.pt"), "--features", str(tmp_path / "f.npz"),
                      "--out", str(tmp_path / "m.json"), "--device", "cpu"],
-        "sweep": [sys.executable, str(ROOT / "stages/sweep.py"), "--params", str(ROOT / "params.yaml"), "--model", str(tmp_path / "m.pt"),
+        "sweep": [sys.executable, str(ROOT / "stages/sweep.py"), "--params", str(committed_params_file()), "--model", str(tmp_path / "m.pt"),
                   "--reference", str(path), "--weights", str(tmp_path / "w.pt"), "--out", str(tmp_path / "sweep"), "--device", "cpu"],
     }
     for name, cmd in runs.items():
@@ -143,11 +143,11 @@ def test_evaluate_and_sweep_stages_refuse_bad_npz_in_one_line(tmp_path, good, ki
 
 @pytest.mark.parametrize("kind", ["trunc", "junk", "text", "pickled", "terabytes", "short", "over_limit", "negative", "corrupt_deflate", "missing"])
 def test_residuals_check_cli_refuses_bad_npz_in_one_line(tmp_path, kind):
-    """`python -m ddpmlab.residuals check FILE` reads a user's file: the same checks as the stages' reader, exit 2, one line."""
+    """`python -m ddpmlab.tools.residuals check FILE` reads a user's file: the same checks as the stages' reader, exit 2, one line."""
     r = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "good.npz", r=r, t=np.repeat(np.arange(4), 2), T=np.array(10))
     path = bad_files(tmp_path, tmp_path / "good.npz", keys=("r", "t", "T"))[kind]
-    p = subprocess.run([sys.executable, "-m", "ddpmlab.residuals", "check", str(path)], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "ddpmlab.tools.residuals", "check", str(path)], capture_output=True, text=True,
                        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
     lines = p.stderr.strip().splitlines()

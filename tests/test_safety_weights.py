@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from ddpmlab.errors import DataError
-from ddpmlab.evaluation.fid import CONVERTED_DIGEST, InceptionFeatures, load_inception_weights, tensor_digest
+from ddpmlab.core.errors import DataError
+from ddpmlab.core.fid import CONVERTED_DIGEST, InceptionFeatures, load_inception_weights, tensor_digest
 
 from .conftest import ROOT
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddpmlab.errors import ParamError
-from ddpmlab.diffusion.schedule import Schedule, cosine_betas, extract, linear_betas, make_betas, q_posterior_mean, q_sample
+from ddpmlab.core.errors import ParamError
+from ddpmlab.core.schedule import Schedule, cosine_betas, extract, linear_betas, make_betas, q_posterior_mean, q_sample
 
 GOLDEN = {  # T: (alpha_bar_T, sqrt(alpha_bar_T)) for linear betas 1e-4..0.02
     250: (7.97e-2, 0.282),
@@ -126,7 +126,7 @@ def test_extract_keeps_one_device_copy_per_array_and_drops_it_with_the_array():
     CUDA: same code path, no GPU needed."""
     import gc
 
-    import ddpmlab.diffusion.schedule as S
+    import ddpmlab.core.schedule as S
 
     coef = np.linspace(0.1, 0.9, 10)
     t = torch.tensor([0, 3, 9], device="meta")

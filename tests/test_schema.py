@@ -8,14 +8,13 @@ import sys
 import typing
 
 import pytest
-import yaml
 
-from ddpmlab import schema
-from ddpmlab.schema import Params, ParamsError, load_params, read_yaml, validate
+from ddpmlab.pipeline import schema
+from ddpmlab.pipeline.schema import Params, ParamsError, load_params, validate
 
-from .conftest import ROOT
+from .conftest import ROOT, committed_params, committed_params_file, committed_params_text
 
-DEFAULT = read_yaml(ROOT / "params.yaml")
+DEFAULT = committed_params()
 
 
 def with_(dotted: str, value=None, delete: bool = False) -> dict:
@@ -32,7 +31,7 @@ def with_(dotted: str, value=None, delete: bool = False) -> dict:
 
 
 def test_default_params_are_valid():
-    P = load_params(ROOT / "params.yaml")
+    P = load_params(committed_params_file())
     assert isinstance(P, Params) and P.T >= 1 and 0 <= P.seed < 2**32
     with pytest.raises(Exception):
         P.train.lr = 1.0  # frozen: nothing changes a validated value behind the stages' back
@@ -110,7 +109,7 @@ def test_url_source_needs_url_and_sha():
 
 def test_scientific_notation_without_dot_is_a_float(tmp_path):
     """`dvc exp run -S train.lr=0.0000001` writes `lr: 1e-07`, which plain PyYAML would read as a string."""
-    text, n = re.subn(r"(?m)^(  lr:) *[0-9.eE+-]+", r"\1 2e-04", (ROOT / "params.yaml").read_text())
+    text, n = re.subn(r"(?m)^(  lr:) *[0-9.eE+-]+", r"\1 2e-04", committed_params_text())
     assert n == 1
     (tmp_path / "p.yaml").write_text(text)
     assert load_params(tmp_path / "p.yaml").train.lr == 2e-4
@@ -129,24 +128,24 @@ def test_bad_yaml_and_missing_file_are_one_line(tmp_path):
 
 def test_schema_is_a_leaf():
     """It imports nothing from ddpmlab: configuration never drags math modules into a stage's deps."""
-    tree = ast.parse((ROOT / "src/ddpmlab/schema.py").read_text())
+    tree = ast.parse((ROOT / "src/ddpmlab/pipeline/schema.py").read_text())
     mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     mods |= {n.module or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not any(m.startswith("ddpmlab") or m.startswith(".") for m in mods), mods
 
 
 def test_math_modules_import_no_configuration():
-    for rel in ("diffusion/schedule.py", "diffusion/sampling.py", "model/unet.py", "evaluation/fid.py"):
+    for rel in ("core/schedule.py", "core/sampling.py", "core/unet.py", "core/fid.py"):
         text = (ROOT / "src/ddpmlab" / rel).read_text()
-        assert "ddpmlab.schema" not in text and "ddpmlab.config" not in text, rel
+        assert "ddpmlab.pipeline.schema" not in text and "ddpmlab.config" not in text, rel
 
 
 def test_names_agree_with_the_library():
     """The schema's Literal choices are exactly the names the library functions accept."""
-    from ddpmlab import device
-    from ddpmlab.diffusion import sampling
-    from ddpmlab.diffusion.schedule import SCHEDULES
-    from ddpmlab.training.loop import T_SAMPLINGS
+    from ddpmlab.core import device
+    from ddpmlab.core import sampling
+    from ddpmlab.core.schedule import SCHEDULES
+    from ddpmlab.core.training import T_SAMPLINGS
 
     lit = lambda model, field: set(typing.get_args(model.model_fields[field].annotation))  # noqa: E731
     assert lit(schema.ScheduleParams, "name") == set(SCHEDULES) == set(schema.SCHEDULES)
@@ -160,8 +159,8 @@ def test_names_agree_with_the_library():
 @pytest.mark.parametrize("stage", ["schedule", "sample", "train"])
 def test_a_stage_fails_fast_in_one_line(tmp_path, stage):
     """Every stage validates the whole file first: a bad sample.eta stops even the schedule stage, in seconds."""
-    bad = (ROOT / "params.yaml").read_text().replace("eta: 0.0 ", "eta: 2.0 ", 1)
-    assert bad != (ROOT / "params.yaml").read_text()
+    bad = committed_params_text().replace("eta: 0.0 ", "eta: 2.0 ", 1)
+    assert bad != committed_params_text()
     (tmp_path / "params.yaml").write_text(bad)
     r = subprocess.run([sys.executable, str(ROOT / "stages" / f"{stage}.py"), "--help"], capture_output=True, text=True, cwd=ROOT,
                        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
@@ -174,3 +173,11 @@ def test_a_stage_fails_fast_in_one_line(tmp_path, stage):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert "sample.eta = 2.0 is invalid" in r.stderr, r.stderr
+
+
+def test_tests_read_the_committed_params_never_the_working_file():
+    """`dvc exp run` rewrites the working params.yaml; a test reading it would test the last experiment."""
+    pattern = re.compile(r'ROOT / "params\.yaml"|open\(\s*"params\.yaml"|Path\("params\.yaml"\)')
+    offenders = [f"{p.name}:{i}" for p in sorted((ROOT / "tests").glob("*.py")) if p.name != "conftest.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == [], "read params through conftest.committed_params*: " + ", ".join(offenders)

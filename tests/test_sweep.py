@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from ddpmlab.diffusion.schedule import Schedule
-from ddpmlab.evaluation import sweep
-from ddpmlab.evaluation.metrics import MetricSpec
-from ddpmlab.schema import load_params
+from ddpmlab.core.schedule import Schedule
+from ddpmlab.core import sweep
+from ddpmlab.pipeline.stages import sweep as sweep_stage
+from ddpmlab.core.metrics import MetricSpec
+from ddpmlab.pipeline.schema import load_params
 
-from .conftest import ROOT
+from .conftest import committed_params_file
 
 
 class ConstantEps(torch.nn.Module):
@@ -82,7 +83,7 @@ def test_summary_and_written_outputs(table, tmp_path):
     b = table.loc[table["kid"].idxmin()]
     assert s["best_kid"] == b["kid"] and s["best_precision"] == b["precision"] and s["configs"] == 7
     assert s["best_kid_sampler"].startswith(b["sampler"]) and s["prc_k"] == 3
-    o = sweep.write(table, tmp_path / "sweep")
+    o = sweep_stage.write(table, tmp_path / "sweep")
     back = pd.read_csv(o.table)
     assert list(back.columns) == sweep.COLUMNS and len(back) == 7
     assert json.loads(o.metrics.read_text())["configs"] == 7
@@ -90,9 +91,9 @@ def test_summary_and_written_outputs(table, tmp_path):
 
 
 def test_checkpoint_T_mismatch_is_one_line():
-    P = load_params(ROOT / "params.yaml")
+    P = load_params(committed_params_file())
     ckpt = {"schedule_config": {"name": P.schedule.name, "T": P.T // 2, "beta_start": P.schedule.beta_start, "beta_end": P.schedule.beta_end}}
     with pytest.raises(sweep.CheckpointMismatch) as e:
-        sweep.sweep_checkpoint(ckpt, P, pixel_stats, np.zeros((4, 6)), "cpu")
+        sweep_stage.sweep_checkpoint(ckpt, P, pixel_stats, np.zeros((4, 6)), "cpu")
     msg = str(e.value)
     assert "\n" not in msg and f"T = {P.T}" in msg and f"trained with {P.T // 2}" in msg

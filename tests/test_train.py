@@ -2,6 +2,7 @@
 identical runs write identical model files, and the resume key follows the import closure."""
 
 import shutil
+from dataclasses import asdict
 import subprocess
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import pytest
 import torch
 import yaml
 
-from ddpmlab.device import DeviceError, resolve_device
-from ddpmlab.model.unet import UNetConfig
-from ddpmlab.schema import TrainParams
-from ddpmlab.training.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
-from ddpmlab.training.loop import TrainingDiverged, TrainSetup, ema_update, final_metrics, train
-from ddpmlab.training.state import code_files, code_fingerprint
+from ddpmlab.core.device import DeviceError, resolve_device
+from ddpmlab.core.unet import UNetConfig
+from ddpmlab.pipeline.configs import train_config
+from ddpmlab.pipeline.schema import TrainParams
+from ddpmlab.core.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+from ddpmlab.core.training import TrainingDiverged, TrainSetup, ema_update, final_metrics, train
+from ddpmlab.pipeline.imports import code_files, code_fingerprint
 
 from .conftest import ROOT, blob_images
 
@@ -27,18 +29,15 @@ def tiny_setup(seed=0, **train_overrides):
     return TrainSetup(
         UNetConfig(16, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
         {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02},
-        TrainParams(**tc),
+        train_config(TrainParams(**tc)),
         seed,
     )
 
 
 @pytest.fixture(autouse=True)
 def pinned_code(monkeypatch):
-    """The code part of the resume key, fixed: other work may edit this checkout while a test runs, and
-    the key's dependence on the code is tested on a private copy below."""
-    import ddpmlab.training.loop as L
-
-    monkeypatch.setattr(L, "code_fingerprint", lambda entry=None: "0" * 64)
+    """One thread. (The code part of the resume key is the caller's: these runs pass none, so other work may
+    edit this checkout while a test runs; the key's dependence on the code is tested on a private copy below.)"""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: one thread is fastest and immune to a busy machine
     yield
@@ -81,8 +80,8 @@ def test_loss_falls_and_checkpoint_describes_itself(tmp_path, data):
 def test_min_snr_weights_follow_hang_et_al_and_change_only_the_gradient(tmp_path, data):
     """min(SNR, gamma)/SNR: 1 where SNR <= gamma (large t), gamma/SNR below; a gamma above every SNR trains
     exactly like the uniform loss, gamma 5 trains differently, and the logged loss stays the unweighted one."""
-    from ddpmlab.diffusion.schedule import Schedule
-    from ddpmlab.training.loop import loss_weights
+    from ddpmlab.core.schedule import Schedule
+    from ddpmlab.core.training import loss_weights
 
     sched = Schedule.from_params("linear", 1000)
     t = torch.arange(1000)
@@ -108,7 +107,7 @@ def test_min_snr_weights_follow_hang_et_al_and_change_only_the_gradient(tmp_path
 
 
 def test_v_prediction_trains_and_the_checkpoint_samples_as_an_eps_predictor(tmp_path, data):
-    from ddpmlab.diffusion.sampling import EpsFromV, SamplerSpec, sample
+    from ddpmlab.core.sampling import EpsFromV, SamplerSpec, sample
 
     res = train(tiny_setup(epochs=12, val_every=3, prediction="v"), *data, tmp_path / "state.pt", tmp_path / "model.pt")
     losses = [r["train/loss"] for r in res.history]  # eps-space, as for eps-prediction
@@ -237,8 +236,8 @@ def test_unreadable_model_file_is_one_line(tmp_path):
 @pytest.mark.parametrize("deferred", [False, True])
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch, deferred):
     """deferred: the CUDA path (Runtime.defer_checks), where the check waits for the epoch's one host sync."""
-    import ddpmlab.training.loop as L
-    from ddpmlab.training.runtime import Runtime
+    import ddpmlab.core.training as L
+    from ddpmlab.core.runtime import Runtime
 
     monkeypatch.setattr(Runtime, "defer_checks", property(lambda self: deferred))
 
@@ -293,7 +292,7 @@ def test_code_files_are_the_train_stage_deps_of_dvc_yaml():
     listed = {d for d in deps if d.startswith(("src/", "stages/"))}
     hashed = {p.relative_to(ROOT).as_posix() for p in code_files(ROOT / "stages/train.py")}
     assert hashed == listed, f"hashed only: {sorted(hashed - listed)}, listed only: {sorted(listed - hashed)}"
-    assert "src/ddpmlab/data/images.py" in hashed and "src/ddpmlab/model/unet.py" in hashed
+    assert "src/ddpmlab/core/images.py" in hashed and "src/ddpmlab/core/unet.py" in hashed
 
 
 def test_code_fingerprint_changes_with_every_closure_file_and_no_other(tmp_path):
@@ -303,7 +302,7 @@ def test_code_fingerprint_changes_with_every_closure_file_and_no_other(tmp_path)
     entry, src = tmp_path / "stages/train.py", tmp_path / "src"
     base = code_fingerprint(entry, src)
     closure = code_files(entry, src)
-    images = src / "ddpmlab/data/images.py"
+    images = src / "ddpmlab/core/images.py"
     assert images in closure
     for f in closure:  # e.g. a change to to_model's pixel scaling must not resume into the old run
         old = f.read_bytes()
@@ -311,10 +310,12 @@ def test_code_fingerprint_changes_with_every_closure_file_and_no_other(tmp_path)
         assert code_fingerprint(entry, src) != base, f
         f.write_bytes(old)
     assert code_fingerprint(entry, src) == base
-    fid = src / "ddpmlab/evaluation/fid.py"
-    assert fid not in closure
-    fid.write_bytes(fid.read_bytes() + b"\n# unrelated\n")
-    assert code_fingerprint(entry, src) == base
+    # unrelated code, and every figure helper: a plot tweak never changes the resume key
+    for rel in ("core/fid.py", "pipeline/figures.py", "pipeline/residual_figures.py", "pipeline/stages/report.py"):
+        f = src / "ddpmlab" / rel
+        assert f not in closure, rel
+        f.write_bytes(f.read_bytes() + b"\n# unrelated\n")
+        assert code_fingerprint(entry, src) == base, rel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +347,7 @@ def test_train_stage_with_cuda_without_a_gpu_is_one_line(tmp_path):
 
 
 def test_lr_schedule_warm_up_then_constant_or_cosine_to_zero():
-    from ddpmlab.training.loop import lr_at
+    from ddpmlab.core.training import lr_at
 
     assert [lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]  # Ho et al.
     cos = [lr_at(s, 1.0, 4, "cosine", 14) for s in range(14)]
@@ -365,7 +366,7 @@ def test_cosine_lr_decay_changes_training_and_is_recorded(tmp_path, data):
 
 
 def test_ema_warm_up_constant_sets_the_averaging_window():
-    from ddpmlab.training.loop import ema_decay_at
+    from ddpmlab.core.training import ema_decay_at
 
     assert [ema_decay_at(n, 0.999) for n in (0, 10, 8990, 9000)] == [0.1, 11 / 20, 0.999, 0.999]  # TF's c = 10, as before
     xs = [float(v) for v in np.random.default_rng(0).normal(size=50)]  # x_0 = the initial weights, then one per step
@@ -386,11 +387,11 @@ def test_ema_warm_up_changes_the_ema_only_and_is_recorded(tmp_path, data):
     assert cb["train_config"]["ema_warmup"] == 2.0 and ca["train_config"]["ema_warmup"] == 10.0
     assert any(not torch.equal(x, y) for x, y in zip(ca["ema"].values(), cb["ema"].values()))
     with pytest.raises(ValueError, match="ema_warmup"):
-        TrainParams.model_validate({**tiny_setup().train.model_dump(), "ema_warmup": 1.5})
+        TrainParams.model_validate({**asdict(tiny_setup().train), "ema_warmup": 1.5})
 
 
 def test_stratified_t_puts_one_t_in_each_stratum_and_uniform_is_unchanged():
-    from ddpmlab.training.loop import derive_seed, step_randomness
+    from ddpmlab.core.training import derive_seed, step_randomness
 
     T, B = 1000, 16
     for step in range(50):
@@ -404,7 +405,7 @@ def test_stratified_t_puts_one_t_in_each_stratum_and_uniform_is_unchanged():
     assert ((counts - len(ts) / 10).abs() / len(ts)).max() < 0.01  # 32,000 draws; 1% is > 5 binomial sd
     assert step_randomness(5, 7, (1, 1, 1), 3, 0, "cpu", "stratified")[0].max() <= 6  # T not divisible by B
     with pytest.raises(ValueError, match="t_sampling"):
-        TrainParams.model_validate({**tiny_setup().train.model_dump(), "t_sampling": "lognormal"})
+        TrainParams.model_validate({**asdict(tiny_setup().train), "t_sampling": "lognormal"})
 
 
 def test_t_sampling_and_adam_beta2_change_training_and_are_recorded(tmp_path, data):
@@ -418,11 +419,11 @@ def test_t_sampling_and_adam_beta2_change_training_and_are_recorded(tmp_path, da
     assert load_checkpoint(tmp_path / "ma.pt")["train_config"]["adam_beta2"] == 0.999
     for bad in (1.0, 0.0):
         with pytest.raises(ValueError, match="adam_beta2"):
-            TrainParams.model_validate({**tiny_setup().train.model_dump(), "adam_beta2": bad})
+            TrainParams.model_validate({**asdict(tiny_setup().train), "adam_beta2": bad})
 
 
 def test_guide_fraction_keeps_the_early_ema_exactly_and_through_a_resume(tmp_path, data):
-    from ddpmlab.training.loop import guide_epoch
+    from ddpmlab.core.training import guide_epoch
 
     assert [guide_epoch(tiny_setup(epochs=e, guide_fraction=f).train) for e, f in ((400, 0.25), (4, 0.5), (3, 0.01), (9, 0.0))] == [100, 2, 1, 0]
     train(tiny_setup(epochs=2), *data, tmp_path / "s2.pt", tmp_path / "m2.pt")
@@ -437,7 +438,7 @@ def test_guide_fraction_keeps_the_early_ema_exactly_and_through_a_resume(tmp_pat
     train(tiny_setup(epochs=4, guide_fraction=0.5), *data, tmp_path / "r.pt", tmp_path / "mr.pt")
     assert (tmp_path / "mr.pt").read_bytes() == (tmp_path / "m4.pt").read_bytes()
     with pytest.raises(ValueError, match="guide_fraction"):
-        TrainParams.model_validate({**tiny_setup().train.model_dump(), "guide_fraction": 1.0})
+        TrainParams.model_validate({**asdict(tiny_setup().train), "guide_fraction": 1.0})
 
 
 def test_ema_update_stays_out_of_the_autograd_graph():

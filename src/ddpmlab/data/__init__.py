@@ -1,1 +1,0 @@
-"""ddpmlab.data: download, preparation and the prepared splits."""

@@ -1,1 +1,0 @@
-"""ddpmlab.diffusion: noise schedules, the forward process and the DDPM/DDIM samplers."""

@@ -1,1 +1,0 @@
-"""ddpmlab.evaluation: FID/KID, precision/recall, the sampler sweep, memorization."""

@@ -1,1 +1,0 @@
-"""ddpmlab.model: the U-Net."""

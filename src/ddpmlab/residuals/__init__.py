@@ -1,1 +1,0 @@
-"""ddpmlab.residuals: the chi-squared check of eps - eps_theta."""

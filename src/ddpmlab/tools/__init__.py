@@ -1,0 +1,2 @@
+"""ddpmlab.tools: command-line utilities around the pipeline (compare, gate, bench, depgraph,
+common-reference, the residuals CLI). Only tests import them; the pipeline never does."""

@@ -1,0 +1,96 @@
+"""The CI regression gate: an experiment's metrics against a committed baseline, with tolerances from params.yaml.
+
+    python -m ddpmlab.tools.gate smoke-base                       # check; exit 1 naming every regression
+    python -m ddpmlab.tools.gate smoke-base --write-baseline      # record this run as the new baseline
+
+params.yaml `gate.rules` (validated by `schema.GateParams`): each names a metric as `<stage folder>:<key>`
+(as `python -m ddpmlab.tools.compare` shows them, e.g. `train:val.loss`), whether lower or higher is better,
+and the tolerated worsening in percent or absolute units. A metric missing from the run fails the gate
+(never a silent pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ddpmlab.pipeline.schema import GateParams, ParamsError, load_params
+from ddpmlab.tools.compare import exp_show, select
+
+
+@dataclass
+class Rule:
+    metric: str
+    better: str  # lower | higher
+    max_worse_pct: float | None
+    max_worse_abs: float | None
+
+    def check(self, baseline: dict, new: dict) -> str | None:
+        """None if within tolerance, else a readable message naming metric, baseline, new value and tolerance."""
+        if self.metric not in baseline:
+            return f"{self.metric}: not in the baseline file (re-record it with --write-baseline)"
+        b, v = baseline[self.metric], new.get(self.metric)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            return f"{self.metric}: missing or not a finite number in this run ({v!r}); baseline {b:.6g}"
+        worse = (v - b) if self.better == "lower" else (b - v)
+        limits = []
+        if self.max_worse_abs is not None:
+            limits.append(self.max_worse_abs)
+        if self.max_worse_pct is not None:
+            limits.append(abs(b) * self.max_worse_pct / 100)
+        allowed = max(limits)  # the looser of the two tolerances
+        if worse <= allowed:
+            return None
+        pct = f" ({100 * worse / abs(b):.1f}%)" if b else ""
+        tol = " or ".join(s for s in (f"{self.max_worse_pct:g}%" if self.max_worse_pct is not None else "",
+                                       f"{self.max_worse_abs:g} absolute" if self.max_worse_abs is not None else "") if s)
+        return (f"REGRESSION {self.metric}: {v:.6g} vs baseline {b:.6g} is worse by {worse:.4g}{pct} "
+                f"({self.better} is better); tolerance {tol}")
+
+
+def rules_from_params(gate: GateParams) -> list[Rule]:
+    return [Rule(r.metric, r.better, r.max_worse_pct, r.max_worse_abs) for r in gate.rules]
+
+
+def run_gate(rules: list[Rule], baseline: dict, metrics: dict) -> list[str]:
+    return [m for m in (r.check(baseline, metrics) for r in rules) if m]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("exp", help="experiment name or revision to check ('workspace' for the workspace)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--baseline", type=Path, help="baseline metrics json (default: params gate.baseline)")
+    ap.add_argument("--write-baseline", action="store_true", help="store this run's gated metrics as the baseline")
+    args = ap.parse_args(argv)
+    try:
+        P = load_params(args.params)
+    except ParamsError as e:
+        sys.exit(f"gate: {e}")
+    rules, path = rules_from_params(P.gate), args.baseline or Path(P.gate.baseline)
+    exp = select(exp_show(), [args.exp])[0]
+    if args.write_baseline:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({r.metric: exp.metrics.get(r.metric) for r in rules}, indent=1, sort_keys=True) + "\n")
+        print(f"gate: baseline for {len(rules)} metrics written to {path} from {exp.name}")
+        return 0
+    if not path.is_file():
+        sys.exit(f"gate: baseline {path} not found; record one with `python -m ddpmlab.tools.gate {args.exp} --write-baseline` and commit it")
+    baseline = json.loads(path.read_text())
+    failures = run_gate(rules, baseline, exp.metrics)
+    for r in rules:
+        print(f"gate: {r.metric}: baseline {baseline.get(r.metric)!r}, {exp.name} {exp.metrics.get(r.metric)!r}")
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+        print(f"gate: FAILED ({len(failures)} of {len(rules)} rules)", file=sys.stderr)
+        return 1
+    print(f"gate: passed ({len(rules)} rules)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

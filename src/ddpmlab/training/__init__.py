@@ -1,1 +1,0 @@
-"""ddpmlab.training: the training loop, its state, checkpoints and runtime."""
