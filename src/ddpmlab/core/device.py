@@ -4,10 +4,12 @@ import copy
 
 import torch
 
+from ddpmlab.core.errors import UserError
+
 DEVICES = ("auto", "cpu", "cuda")  # schema.DEVICES (train.device) and the stages' --device flag must agree
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UserError):
     """The requested device cannot be used here; str(e) is one line saying what to use instead."""
 
 

@@ -1,7 +1,16 @@
-"""Errors a user can act on: each names the bad input and what would be accepted."""
+"""Errors a user can act on: each names the bad input and what would be accepted.
+
+All derive from UserError. Every command (each dvc.yaml stage, each tool) ends with one line
+`<command>: <message>` and exit status 2 for a UserError, and lets anything else raise with its traceback:
+a bug or a CUDA fault is never dressed up as bad input.
+"""
 
 
-class ParamError(ValueError):
+class UserError(Exception):
+    """An error whose message is the whole story: one line naming the bad input and what to do."""
+
+
+class ParamError(UserError, ValueError):
     """A value in params.yaml is invalid. The message names the key, the value and the allowed values."""
 
     def __init__(self, key: str, value, allowed: str):
@@ -9,5 +18,5 @@ class ParamError(ValueError):
         super().__init__(f"params.yaml: {key} = {value!r} is invalid; allowed: {allowed}")
 
 
-class DataError(RuntimeError):
-    """Input data (archive, checksum, folder, images) cannot be used; the message says why and what to do."""
+class DataError(UserError):
+    """Input data (archive, checksum, folder, images, arrays) cannot be used; the message says why and what to do."""

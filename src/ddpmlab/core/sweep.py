@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ddpmlab.core.errors import UserError
 from ddpmlab.core.generate import generate
 from ddpmlab.core.metrics import Extractor, MetricSpec, feature_metrics
 from ddpmlab.core.sampling import SamplerSpec
@@ -26,7 +27,7 @@ COLUMNS = ["sampler", "steps", "eta", "fid", "kid", "kid_std", "precision", "rec
            "n_generated", "n_reference", "kid_subset_size", "seconds"]
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserError, ValueError):
     """params.yaml's T or schedule differ from those the checkpoint was trained with (one line)."""
 
 

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ddpmlab.core.checkpoint import CHECKPOINT_FORMAT, canonical, save_atomic
+from ddpmlab.core.errors import UserError
 from ddpmlab.core.images import to_model
 from ddpmlab.core.residuals.stats import training_stats
 from ddpmlab.core.runtime import Runtime, make_runtime
@@ -34,8 +35,8 @@ from ddpmlab.core.state import BOOKKEEPING, StateFile, resume_key
 from ddpmlab.core.unet import UNet, UNetConfig, count_params
 
 
-class TrainingDiverged(RuntimeError):
-    pass
+class TrainingDiverged(UserError):
+    """The loss became non-finite; the message names the step and what to lower."""
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
+from ddpmlab.core.errors import UserError
+
 OUTPUT_KINDS = ("outs", "metrics", "plots")
 
 
-class DvcYamlError(ValueError):
+class DvcYamlError(UserError, ValueError):
     """dvc.yaml lacks something a reader needs; str(e) is one line naming it."""
 
 

@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from ddpmlab.core.errors import UserError
+
 # Names the library functions accept; tests/test_schema.py checks each list against its module.
 SCHEDULES = ("linear", "cosine")                    # diffusion.schedule.SCHEDULES
 SAMPLERS = ("ddpm", "ddim")                          # diffusion.sampling
@@ -48,7 +50,7 @@ NonNegInt = Annotated[int, Field(ge=0)]
 Prob = Annotated[float, Field(gt=0, lt=1)]
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml cannot be used; str(e) is one line naming the key."""
 
 

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from ddpmlab.core.device import (
     DEVICES,
     PRECISIONS,
-    DeviceError,
     FastDenoiser,
     resolve_device,
 )
@@ -37,9 +36,10 @@ from ddpmlab.core.runtime import make_runtime
 from ddpmlab.core.schedule import Schedule, linear_betas, q_sample
 from ddpmlab.core.training import train_step
 from ddpmlab.core.unet import UNet, UNetConfig, count_params
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.configs import train_setup
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, TrainParams, load_params
+from ddpmlab.pipeline.schema import TrainParams, load_params
 
 PRESETS = {
     # Ho et al. 2020 CIFAR-10: 35.7M parameters
@@ -204,6 +204,7 @@ def device_name(device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+@command("bench")
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=PRESET_NAMES, default="cifar10", help="default: params.yaml's network")
@@ -294,9 +295,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
-
-    try:
-        main()
-    except (ParamsError, DeviceError) as e:
-        sys.exit(f"bench: {e}")
+    main()

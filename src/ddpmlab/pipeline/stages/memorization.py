@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ddpmlab.core.errors import DataError
 from ddpmlab.core.memorization import Memorization, analyse
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.splits import load_array, load_split
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
 def figures(samples, train, details, m: Memorization, out_dir, n_pairs: int = 8) -> None:
@@ -43,6 +42,7 @@ def figures(samples, train, details, m: Memorization, out_dir, n_pairs: int = 8)
     grid(pairs.transpose(1, 0, 2, 3, 4).reshape(-1, *samples.shape[1:]), ncol=len(order), scale=scale).save(out_dir / "closest_pairs.png")
 
 
+@command("memorization")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -54,13 +54,10 @@ def main(argv=None):
     ap.add_argument("--val-features", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     args = ap.parse_args(argv)
-    try:
-        mp = load_params(args.params).memorization
-        ratio, cos = mp.pixel_ratio, mp.cosine_threshold
-        samples, train, val = load_array(args.samples, "images"), load_split(args.train), load_split(args.val)
-        fs, ft, fv = load_array(args.sample_features, "features"), load_array(args.train_features, "features"), load_array(args.val_features, "features")
-    except (ParamsError, DataError) as e:
-        sys.exit(f"memorization: {e}")
+    mp = load_params(args.params).memorization
+    ratio, cos = mp.pixel_ratio, mp.cosine_threshold
+    samples, train, val = load_array(args.samples, "images"), load_split(args.train), load_split(args.val)
+    fs, ft, fv = load_array(args.sample_features, "features"), load_array(args.train_features, "features"), load_array(args.val_features, "features")
     m, details = analyse(samples, train, val, fs, ft, fv, ratio, cos)
     args.out.mkdir(parents=True, exist_ok=True)
     figures(samples, train, details, m, args.out)

@@ -8,16 +8,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.prepare import (
     prepare_from_params,
     save_prepared,
     write_reports,
 )
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
+@command("prepare")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -25,10 +26,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="folder for train.npz and val.npz")
     ap.add_argument("--reports", required=True, type=Path, help="folder for stats.json and figures")
     args = ap.parse_args(argv)
-    try:
-        prep = prepare_from_params(load_params(args.params), args.raw / "images")
-    except (ParamsError, ParamError, DataError) as e:
-        sys.exit(f"prepare: {e}")
+    prep = prepare_from_params(load_params(args.params), args.raw / "images")
     save_prepared(prep, args.out)
     skipped = prep.stats.pop("skipped_files")
     write_json(args.reports / "skipped.json", skipped)

@@ -1,18 +1,18 @@
 """Stage `reference`: Inception features of the training and validation splits, computed once per dataset and resolution."""
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from ddpmlab.core.device import DeviceError, resolve_device
-from ddpmlab.core.errors import DataError
+from ddpmlab.core.device import resolve_device
 from ddpmlab.core.fid import InceptionFeatures
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.splits import load_split
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
+@command("reference")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -21,16 +21,13 @@ def main(argv=None):
                     help="a prepared split and where its features go; repeat per split")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
-    try:
-        batch = load_params(args.params).evaluate.batch_size
-        extractor = InceptionFeatures(args.weights, resolve_device(args.device))
-        for images, out in args.split:
-            feats = extractor(load_split(Path(images)), batch, desc=f"features of {Path(images).name}")
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(out, features=feats)
-            print(f"reference: {len(feats)} feature vectors of {images} -> {out}")
-    except (ParamsError, DataError, DeviceError) as e:
-        sys.exit(f"reference: {e}")
+    batch = load_params(args.params).evaluate.batch_size
+    extractor = InceptionFeatures(args.weights, resolve_device(args.device))
+    for images, out in args.split:
+        feats = extractor(load_split(Path(images)), batch, desc=f"features of {Path(images).name}")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out, features=feats)
+        print(f"reference: {len(feats)} feature vectors of {images} -> {out}")
 
 
 if __name__ == "__main__":

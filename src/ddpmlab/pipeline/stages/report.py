@@ -8,17 +8,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from ddpmlab.core.errors import DataError
 from ddpmlab.core.memorization import Memorization
 from ddpmlab.core.residuals import check as R
 from ddpmlab.pipeline import dvcyaml
-from ddpmlab.pipeline.dvcyaml import DvcYamlError
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.io import read_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 # What the report reads: key -> (the stage that writes it, its file name). The folders are dvc.yaml's
 # (the report stage's deps); `inputs` resolves them there, so no path is written twice.
@@ -254,20 +254,18 @@ def schedule_reading(s: dict) -> str:
             f"terminal SNR = {s['terminal_snr']:.3g}.")
 
 
+@command("report")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--dvc-yaml", default=Path("dvc.yaml"), type=Path, help="the pipeline whose outputs are reported")
     ap.add_argument("--out", required=True, type=Path, help="report .md")
     args = ap.parse_args(argv)
-    try:
-        P = load_params(args.params)
-        paths = inputs(args.dvc_yaml)
-    except (ParamsError, DvcYamlError) as e:
-        sys.exit(f"report: {e}")
+    P = load_params(args.params)
+    paths = inputs(args.dvc_yaml)
     absent = [str(p) for p in paths.values() if not p.exists()]
     if absent:
-        sys.exit(f"report: inputs not found: {', '.join(absent)}; run `dvc repro` to produce them")
+        raise DataError(f"inputs not found: {', '.join(absent)}; run `dvc repro` to produce them")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     build(paths, P.model_dump(mode="json"), args.out)
     print(f"report: {args.out}")

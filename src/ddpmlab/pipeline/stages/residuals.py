@@ -8,7 +8,6 @@ the training loss curves among them.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,10 @@ from ddpmlab.core.images import to_model
 from ddpmlab.core.residuals import check as R
 from ddpmlab.core.residuals.collect import collect_residuals
 from ddpmlab.core.schedule import Schedule
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
 def run(model, sched: Schedule, val_x: torch.Tensor, history: list, n_train: int, *, n_t: int, draws_per_t: int,
@@ -66,6 +66,7 @@ def run(model, sched: Schedule, val_x: torch.Tensor, history: list, n_train: int
     return chi, spikes
 
 
+@command("residuals")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -74,18 +75,15 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
-    try:
-        P = load_params(args.params)
-        val_x = load_split(args.val)
-        if len(val_x) * P.residuals.draws_per_t < 2:
-            raise DataError(f"{len(val_x)} validation image(s) x residuals.draws_per_t = {P.residuals.draws_per_t} < 2 rows per t; raise draws_per_t")
-        device = resolve_device(args.device)
-        model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
-        s = P.schedule
-        if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, str(args.model)):
-            raise DataError(msg)
-    except (ParamsError, DataError, RuntimeError) as e:
-        sys.exit(f"residuals: {e}")
+    P = load_params(args.params)
+    val_x = load_split(args.val)
+    if len(val_x) * P.residuals.draws_per_t < 2:
+        raise DataError(f"{len(val_x)} validation image(s) x residuals.draws_per_t = {P.residuals.draws_per_t} < 2 rows per t; raise draws_per_t")
+    device = resolve_device(args.device)
+    model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
+    s = P.schedule
+    if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, str(args.model)):
+        raise DataError(msg)
     c = P.residuals
     chi, spikes = run(model, sched, to_model(val_x).to(device), ckpt["history"], int(ckpt["n_train"]),
                       n_t=c.n_t, draws_per_t=c.draws_per_t, alpha=c.alpha, seed=P.seed, out=args.out)

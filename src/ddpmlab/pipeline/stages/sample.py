@@ -7,7 +7,6 @@ T, the schedule and the network's shape come from the checkpoint; params.yaml di
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,12 @@ from ddpmlab.core.checkpoint import (
     schedule_mismatch,
 )
 from ddpmlab.core.device import FastDenoiser, resolve_device
-from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.core.errors import ParamError
 from ddpmlab.core.generate import Generated, generate
 from ddpmlab.core.sampling import SamplerSpec
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
 def trajectory_rows(traj: list, m: int) -> np.ndarray:
@@ -50,6 +50,7 @@ def save_samples(g: Generated, out, figures, traj_images: int = 8) -> dict:
     return {"steps": g.steps, "n_samples": len(g.images), "seconds": g.seconds, "img_per_s": len(g.images) / g.seconds}
 
 
+@command("sample")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -58,15 +59,12 @@ def main(argv=None):
     ap.add_argument("--figures", required=True, type=Path, help="grid.png and trajectory.png go here")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
-    try:
-        P = load_params(args.params)
-        device = resolve_device(args.device)
-        model, sched, ckpt = build_sampler_from_checkpoint(load_checkpoint(args.model), device, P.sample.guidance)
-        s = P.schedule
-        if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, str(args.model)):
-            raise ParamError("T/schedule", P.T, msg)
-    except (ParamsError, ParamError, DataError, RuntimeError) as e:
-        sys.exit(f"sample: {e}")
+    P = load_params(args.params)
+    device = resolve_device(args.device)
+    model, sched, ckpt = build_sampler_from_checkpoint(load_checkpoint(args.model), device, P.sample.guidance)
+    s = P.schedule
+    if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, str(args.model)):
+        raise ParamError("T/schedule", P.T, msg)
     c, mc = P.sample, ckpt["model_config"]
     shape = (mc["in_channels"], mc["image_size"], mc["image_size"])
     spec = SamplerSpec(c.sampler, c.steps, c.eta, c.variance, c.spacing)

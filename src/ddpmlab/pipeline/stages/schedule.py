@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddpmlab.core.errors import DataError
 from ddpmlab.core.images import grid, to_model, to_uint8
 from ddpmlab.core.sampling import derive_seed
 from ddpmlab.core.schedule import Schedule, make_betas, q_sample
 from ddpmlab.pipeline import figures as plotting
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
 def table(names, Ts, beta_start: float, beta_end: float) -> list[dict]:
@@ -82,19 +82,17 @@ def analyse(name: str, T: int, beta_start: float, beta_end: float, compare_T, co
     return {**summary, "schedule": name, "x_T_not_pure_noise": summary["sqrt_alpha_bar_T"] > threshold, "forward_t": shown}, rows
 
 
+@command("schedule")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--train", required=True, type=Path, help="prepared train.npz (first image is shown noised)")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     args = ap.parse_args(argv)
-    try:
-        P = load_params(args.params)
-        s = P.schedule
-        m, rows = analyse(s.name, P.T, s.beta_start, s.beta_end, s.compare_T, s.compare_names, s.forward_t,
-                          s.max_sqrt_alpha_bar_T, load_split(args.train)[0], P.seed, args.out)
-    except (ParamsError, DataError) as e:
-        sys.exit(f"schedule: {e}")
+    P = load_params(args.params)
+    s = P.schedule
+    m, rows = analyse(s.name, P.T, s.beta_start, s.beta_end, s.compare_T, s.compare_names, s.forward_t,
+                      s.max_sqrt_alpha_bar_T, load_split(args.train)[0], P.seed, args.out)
     pd.DataFrame(rows).to_csv(args.out / "terminal.csv", index=False, float_format="%.6g")
     write_json(args.out / "metrics.json", m)
     print(f"schedule: {s.name} T={P.T}: alpha_bar_T={m['alpha_bar_T']:.3g}, sqrt(alpha_bar_T)={m['sqrt_alpha_bar_T']:.3g}")

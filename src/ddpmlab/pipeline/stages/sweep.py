@@ -4,7 +4,6 @@ T, the schedule and the network come from the checkpoint; params.yaml disagreein
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,13 +17,13 @@ from ddpmlab.core.checkpoint import (
     schedule_mismatch,
 )
 from ddpmlab.core.device import FastDenoiser, resolve_device
-from ddpmlab.core.errors import DataError
 from ddpmlab.core.fid import InceptionFeatures
 from ddpmlab.core.metrics import Extractor, MetricSpec
 from ddpmlab.core.sweep import CheckpointMismatch, run_sweep, summary, sweep_specs
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.data.splits import load_array
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
 def plot(df: pd.DataFrame, path: Path) -> Path:
@@ -83,6 +82,7 @@ def write(df: pd.DataFrame, out: Path) -> SweepOutputs:
     return o
 
 
+@command("sweep")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
@@ -92,17 +92,11 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="folder for sweep.csv, sweep.png, metrics.json")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
-    try:
-        P = load_params(args.params)
-        device = resolve_device(args.device)
-    except (ParamsError, RuntimeError) as e:  # RuntimeError: --device cuda without a visible GPU
-        sys.exit(f"sweep: {e}")
-    try:
-        ref = load_array(args.reference, "features")  # before the weights: cheap first
-        extract = partial(InceptionFeatures(args.weights, device), batch=P.evaluate.batch_size, desc="features")
-        df = sweep_checkpoint(load_checkpoint(args.model), P, extract, ref, device)
-    except (DataError, FileNotFoundError, CheckpointMismatch) as e:
-        sys.exit(f"sweep: {e}")
+    P = load_params(args.params)
+    device = resolve_device(args.device)
+    ref = load_array(args.reference, "features")  # before the weights: cheap first
+    extract = partial(InceptionFeatures(args.weights, device), batch=P.evaluate.batch_size, desc="features")
+    df = sweep_checkpoint(load_checkpoint(args.model), P, extract, ref, device)
     write(df, args.out)
     print(df.to_string(index=False))
 

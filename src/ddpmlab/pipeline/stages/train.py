@@ -12,19 +12,20 @@ import contextlib
 import sys
 from pathlib import Path
 
-from ddpmlab.core.device import DeviceError, resolve_device
+from ddpmlab.core.device import resolve_device
 from ddpmlab.core.errors import DataError
 from ddpmlab.core.runtime import (
     init_distributed,
     relaunch_under_torchrun,
     under_torchrun,
 )
-from ddpmlab.core.training import TrainingDiverged, final_metrics, train
+from ddpmlab.core.training import final_metrics, train
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.configs import train_setup
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.imports import code_fingerprint
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamsError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 # dvclive metrics (reports/train/metrics.json, plots); val/resid_*: the residual check's effect sizes over training
 LOGGED = ("train/loss", "val/loss", "val/loss_raw", "lr", "val/resid_excess_kurtosis", "val/resid_rho_h", "val/resid_rho_v", "val/resid_rho_c")
@@ -80,6 +81,7 @@ def run_stage(params: Path, train_npz: Path, val_npz: Path, state: Path, model: 
     return 0
 
 
+@command("train")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
@@ -89,11 +91,8 @@ def main(argv=None):
     ap.add_argument("--model", required=True, type=Path, help="final model: EMA weights + config")
     ap.add_argument("--live", required=True, type=Path, help="dvclive folder (metrics.json, plots/, speed.json)")
     args = ap.parse_args(argv)
-    try:
-        status = run_stage(args.params, args.train, args.val, args.state, args.model, args.live,
-                           argv if argv is not None else sys.argv[1:])
-    except (ParamsError, DataError, DeviceError, TrainingDiverged) as e:
-        sys.exit(f"train: {e}")
+    status = run_stage(args.params, args.train, args.val, args.state, args.model, args.live,
+                       argv if argv is not None else sys.argv[1:])
     if status:
         sys.exit(status)
 

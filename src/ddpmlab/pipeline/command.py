@@ -1,0 +1,33 @@
+"""The one wrapper of every command's `main` (dvc.yaml stages and tools): user errors end in one line, bugs raise."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+from ddpmlab.core.errors import UserError
+
+BAD_INPUT = 2  # exit status for a user error (argparse uses 2 for bad arguments as well)
+
+
+def command(name: str):
+    """Decorate a `main(argv=None)`: a UserError or a missing input file prints `name: message` (one line) to
+    stderr and exits 2; Ctrl-C exits 130 with one line; any other exception is a bug and raises as it is."""
+
+    def wrap(main):
+        @functools.wraps(main)
+        def run(argv=None):
+            try:
+                return main(argv)
+            except UserError as e:
+                print(f"{name}: {e}", file=sys.stderr)
+            except FileNotFoundError as e:
+                print(f"{name}: {e.filename or e}: no such file (run `dvc repro` to make the pipeline's inputs, or check the path)", file=sys.stderr)
+            except KeyboardInterrupt:
+                print(f"{name}: interrupted", file=sys.stderr)
+                sys.exit(130)
+            sys.exit(BAD_INPUT)
+
+        return run
+
+    return wrap
