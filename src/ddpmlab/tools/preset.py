@@ -1,0 +1,113 @@
+"""Run an experiment from a preset: a YAML file of params.yaml overrides, applied by `dvc exp run --set-param`.
+
+    python -m ddpmlab.tools.preset presets/gpu.yaml                  # the GPU preset as experiment "gpu"
+    python -m ddpmlab.tools.preset presets/gpu.yaml sample           # only up to the samples
+    python -m ddpmlab.tools.preset presets/mnist.yaml -n digits -S train.epochs=60   # later -S win
+    python -m ddpmlab.tools.preset presets/smoke.yaml --print        # the dvc command, not run
+
+A preset has the shape of params.yaml and holds only what it changes. Every key must exist in
+params.yaml and the merged params must pass the schema: both are checked before dvc starts. Each leaf
+becomes one `-S key=value`, so `dvc exp show` lists the experiment's params like any other, and a copy
+of the file (or a single -S after it) is all it takes to vary one.
+Exit 0: the experiment ran; 2: a bad preset or params file (one line naming the key); otherwise dvc's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ddpmlab.core.errors import UserError
+from ddpmlab.pipeline.schema import ParamsError, read_yaml, validate
+
+
+class PresetError(UserError):
+    """A preset file that cannot be applied; str(e) is one line naming the file and the key."""
+
+
+def read_preset(path: Path) -> dict:
+    if not path.is_file():
+        raise PresetError(f"{path}: no such preset file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise PresetError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict) or not data:
+        raise PresetError(f"{path}: a preset is a non-empty mapping shaped like params.yaml (section: {{key: value}})")
+    return data
+
+
+def overrides(preset: dict, base: dict, source: str, prefix: str = "") -> dict[str, object]:
+    """The preset's leaves as dotted keys -> values; every key must exist in `base` (params.yaml)."""
+    out = {}
+    for key, value in preset.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(base, dict) or key not in base:
+            allowed = ", ".join(sorted(map(str, base))) if isinstance(base, dict) else "(none: this is a value)"
+            raise PresetError(f"{source}: {dotted} is not a params.yaml key; allowed here: {allowed}")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            out.update(overrides(value, base[key], source, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def apply(base: dict, sets: dict[str, object]) -> dict:
+    """A copy of `base` with the dotted keys set (what `dvc exp run -S` does to params.yaml)."""
+    merged = json.loads(json.dumps(base))
+    for dotted, value in sets.items():
+        *parents, leaf = dotted.split(".")
+        node = merged
+        for k in parents:
+            node = node[k]
+        node[leaf] = value
+    return merged
+
+
+def set_params(sets: dict[str, object]) -> list[str]:
+    """`-S key=value` per leaf; values in JSON, which dvc parses as the YAML they are (strings stay strings)."""
+    return [arg for dotted, value in sets.items() for arg in ("-S", f"{dotted}={json.dumps(value)}")]
+
+
+def command(preset_path: Path, params_path: Path, name: str | None, extra: list[str]) -> list[str]:
+    """The `dvc exp run` command of a preset, after checking it against params.yaml and the schema."""
+    base = read_yaml(params_path)
+    sets = overrides(read_preset(preset_path), base, str(preset_path))
+    try:
+        validate(apply(base, sets))
+    except ParamsError as e:
+        raise PresetError(f"{preset_path} applied to {params_path}: {e}") from None
+    return ["dvc", "exp", "run", "-n", name or preset_path.stem, *set_params(sets), *extra]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ddpmlab.tools.preset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("preset", type=Path, help="a preset file (presets/*.yaml)")
+    ap.add_argument("-n", "--name", help="experiment name (default: the file's name without .yaml)")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file it applies to (default: params.yaml)")
+    ap.add_argument("--print", action="store_true", help="print the dvc command instead of running it")
+    args, extra = ap.parse_known_args(argv)
+    try:
+        cmd = command(args.preset, args.params, args.name, extra)
+    except (PresetError, ParamsError) as e:
+        print(f"preset: {e}", file=sys.stderr)
+        return 2
+    if args.print:
+        print(shlex.join(cmd))
+        return 0
+    if shutil.which("dvc") is None:
+        print("preset: dvc is not on PATH; run `source scripts/env.sh` first (it sets up the pinned environment)", file=sys.stderr)
+        return 2
+    return subprocess.run(cmd).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
