@@ -35,7 +35,7 @@ def test_default_preset_is_the_network_params_yaml_trains(tmp_path):
 
 
 def test_flop_count_of_the_cifar10_preset():
-    """37.5 GFLOP per image for a training step of the DDPM CIFAR-10 U-Net (ENVIRONMENT.md's anchor), within 10%."""
+    """37.5 GFLOP per image for a training step of the DDPM CIFAR-10 U-Net (Ho et al.'s network, by torch's FlopCounterMode), within 10%."""
     import torch
 
     cfg = bench.PRESETS["cifar10"]

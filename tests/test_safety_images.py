@@ -69,7 +69,7 @@ def test_long_image_is_padded_without_a_full_size_canvas(tmp_path):
     assert raw == (4000, 500) and x.shape == (32, 32, 3)
     assert (x[0] == 255).all() and (x[-1] == 255).all(), "white padding above and below"
     assert (x[16] == (200, 10, 10)).all(), "the image itself, a 32x4 band in the middle"
-    y, _ = load_image(p, 32, "pad", max_megapixels=40.0)  # room for the 16 MP canvas: the seed notebooks' way
+    y, _ = load_image(p, 32, "pad", max_megapixels=40.0)  # room for the 16 MP canvas
     diff = np.abs(x.astype(int) - y.astype(int))
     assert diff.max() <= 60 and diff[15:17].max() <= 2, "the same picture, up to antialiasing at the band's border"
 

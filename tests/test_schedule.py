@@ -1,4 +1,4 @@
-"""Schedule math against closed forms and the golden values of ENVIRONMENT.md."""
+"""Schedule math against closed forms and golden values computed in float64."""
 
 import numpy as np
 import pytest
@@ -25,7 +25,7 @@ def test_linear_golden_values(T):
 
 
 def test_sqrt_alpha_bar_1000_is_not_1e5():
-    # a seed report claims ~1e-5; that is alpha_bar_T's order, not its square root
+    # ~1e-5, sometimes quoted, is alpha_bar_T's order, not its square root
     s = Schedule(linear_betas(1000))
     assert 6.3e-3 < s.sqrt_alpha_bar[-1] < 6.4e-3
     assert 4.0e-5 < s.alpha_bar[-1] < 4.1e-5

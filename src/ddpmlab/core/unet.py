@@ -17,7 +17,7 @@ from torch import nn
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """The network's shape: all a checkpoint needs (besides weights) to rebuild it (STYLE.md 7)."""
+    """The network's shape: all a checkpoint needs (besides weights) to rebuild it."""
 
     image_size: int                 # side of the square input, divisible by 2**(len(ch_mult)-1)
     in_channels: int = 3            # image channels (3 RGB, 1 greyscale); the output has as many

@@ -1,6 +1,6 @@
 """The chi-squared check of noise-prediction residuals: one calibrated test per part of the conjecture.
 
-Conjecture (seed report): a healthy model's residual r = eps - eps_theta(x_t, t) [C, H, W] has
+Conjecture: a healthy model's residual r = eps - eps_theta(x_t, t) [C, H, W] has
 independent N(0, sigma^2(t)) elements, sigma^2 a function of t alone; then z = r / sigma(t) has
 z^2 ~ chi-squared(1) elementwise and the per-sample loss |r|^2 / D ~ sigma^2(t) chi2(D) / D.
 It has three parts that can fail separately, each with its own statistic:

@@ -1,6 +1,6 @@
 """Preprocessing: decode, convert to RGB, square, resize, split.
 
-As in the seed notebooks: square the image (centre crop, or pad on white for artwork), resize
+As is usual for artwork sets: square the image (centre crop, or pad on white for artwork), resize
 with an antialiased bilinear filter to `image_size`, and split deterministically into train and
 validation by `seed`. Unreadable files are skipped and counted, never a crash. Arrays are
 uint8 [N, size, size, C]: C = 1 when every image is grey (MNIST, Fashion-MNIST), else 3.
@@ -76,7 +76,7 @@ def square_resize(im: Image.Image, size: int, mode: str, max_pixels: float = MAX
     """RGB image -> size x size RGB, squared by `mode`, never allocating more than `max_pixels` pixels.
 
     crop: the centre square (at most the image itself), resized.
-    pad:  as in the seed notebooks, the image centred on a white max(w, h)^2 square, resized; when
+    pad:  the image centred on a white max(w, h)^2 square, resized; when
           that square would exceed `max_pixels` (a long, thin image), the image is resized first
           (long side -> `size`) and then centred on a white size x size square instead: the same
           picture up to the antialiasing at the border, with memory bounded by the output.
