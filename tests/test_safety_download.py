@@ -1,4 +1,4 @@
-"""Issue 10, downloads: bounded network reads, archives that lie or break, package index without pip.
+"""Downloads: bounded network reads, archives that lie or break, package index without pip.
 
 Every bad input is built here (tiny, in tmp_path) and served from 127.0.0.1 where it is about the
 network. Stage-level rows run stages/download.py as a user would: one line on stderr, a non-zero

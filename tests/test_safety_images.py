@@ -1,4 +1,4 @@
-"""Issue 10, images: decompression bombs, extreme aspect ratios, lying headers, EXIF orientation, bounded memory.
+"""Images: decompression bombs, extreme aspect ratios, lying headers, EXIF orientation, bounded memory.
 
 Every hostile file is made here, cheaply (a 1-bit PNG of 13,370^2 pixels is a few kB), and the
 prepare stage's peak resident memory on them is measured in a subprocess.

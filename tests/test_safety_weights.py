@@ -1,4 +1,4 @@
-"""Issue 10, weights: a crafted Inception weights file cannot run code, whatever sits beside it.
+"""Weights: a crafted Inception weights file cannot run code, whatever sits beside it.
 
 No network: every file here is refused before the real weights would be needed.
 """

@@ -124,7 +124,7 @@ def test_v_prediction_trains_and_the_checkpoint_samples_as_an_eps_predictor(tmp_
 
 
 def test_identical_runs_write_byte_identical_model_files(tmp_path, data):
-    """Issue 10: no timings (or anything else run-dependent) in models/model.pt, so DVC sees no change."""
+    """No timings (or anything else run-dependent) in models/model.pt, so DVC sees no change."""
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         train(tiny_setup(epochs=2), *data, tmp_path / run / "train_state.pt", tmp_path / run / "model.pt")
@@ -149,7 +149,7 @@ def test_resume_is_exact(tmp_path, data):
 
 
 def test_another_experiment_parks_the_state_and_it_resumes_later(tmp_path, data, capsys):
-    """Issue 10: interrupted experiment A, then experiment B in the same place, then A again: A resumes
+    """Interrupted experiment A, then experiment B in the same place, then A again: A resumes
     where it stopped and ends bit-identical to an uninterrupted A; B's state is kept too."""
     A, B = tiny_setup(), tiny_setup(lr=1e-3)
     train(A, *data, tmp_path / "ref_state.pt", tmp_path / "ref.pt")
