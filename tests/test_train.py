@@ -193,7 +193,7 @@ def damaged(kind: str, good: bytes) -> bytes:
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "garbage", "pickled-code"])
 def test_damaged_state_is_moved_aside_and_training_starts_afresh(tmp_path, data, capsys, kind):
-    """Issue 10: a damaged models/train_state.pt costs one line, never a traceback; the file is kept aside."""
+    """A damaged models/train_state.pt costs one line, never a traceback; the file is kept aside."""
     state, model = tmp_path / "train_state.pt", tmp_path / "model.pt"
     train(tiny_setup(epochs=2), *data, state, model)
     fresh = model.read_bytes()
@@ -261,7 +261,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, monkeypat
 
 
 def test_progress_is_visible_early(tmp_path, data, capsys, monkeypatch):
-    """Issue 13: a line before and after torch.compile's first (compiling) step, and a checkpoint after the
+    """A line before and after torch.compile's first (compiling) step, and a checkpoint after the
     first epoch whatever train.checkpoint_every says, so a stall shows at once."""
     monkeypatch.setattr(torch, "compile", lambda net: net)  # the messages, not the compiler (no GPU here)
     seen = []
