@@ -12,7 +12,8 @@ import zipfile
 import pytest
 
 from ddpmlab.pipeline.data import download as dl
-from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.core.errors import DataError
+from ddpmlab.pipeline.schema import ParamError
 from ddpmlab.pipeline.schema import load_params
 
 from .conftest import committed_params_file

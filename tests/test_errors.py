@@ -24,9 +24,9 @@ def test_every_user_error_class_derives_from_the_one_base():
     from ddpmlab.core.sweep import CheckpointMismatch
     from ddpmlab.core.training import TrainingDiverged
     from ddpmlab.pipeline.dvcyaml import DvcYamlError
-    from ddpmlab.pipeline.schema import ParamsError
+    from ddpmlab.pipeline.schema import ParamError, ParamsError
 
-    for cls in (errors.ParamError, errors.DataError, CheckpointError, DeviceError, ResidualInputError,
+    for cls in (ParamError, errors.DataError, CheckpointError, DeviceError, ResidualInputError,
                 CheckpointMismatch, TrainingDiverged, DvcYamlError, ParamsError):
         assert issubclass(cls, errors.UserError), cls
 

@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from ddpmlab.pipeline.data import download as dl
-from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.core.errors import DataError
+from ddpmlab.pipeline.schema import ParamError
 from ddpmlab.pipeline.schema import PypiSource, load_params
 
 from .conftest import ROOT, blob_images, committed_params, committed_params_file

@@ -153,20 +153,44 @@ def test_math_modules_import_no_configuration():
         assert "ddpmlab.pipeline.schema" not in text and "ddpmlab.config" not in text, rel
 
 
-def test_names_agree_with_the_library():
-    """The schema's Literal choices are exactly the names the library functions accept."""
-    from ddpmlab.core import device
-    from ddpmlab.core import sampling
-    from ddpmlab.core.schedule import SCHEDULES
-    from ddpmlab.core.training import T_SAMPLINGS
+def test_every_choice_is_defined_once():
+    """The schema's Literal choices are the very tuples of core.names (and of the schema for the data
+    modules' names), and the functions behind them accept exactly those names."""
+    from ddpmlab.core import names, sampling
+    from ddpmlab.core.schedule import make_betas
+    from ddpmlab.pipeline.data import download, presets, prepare
 
-    lit = lambda model, field: set(typing.get_args(model.model_fields[field].annotation))  # noqa: E731
-    assert lit(schema.ScheduleParams, "name") == set(SCHEDULES) == set(schema.SCHEDULES)
-    assert lit(schema.SampleParams, "spacing") == set(sampling.SPACINGS) == set(schema.SPACINGS)
-    assert lit(schema.TrainParams, "prediction") == set(sampling.PREDICTIONS) == set(schema.PREDICTIONS)
-    assert lit(schema.SampleParams, "sampler") == set(schema.SAMPLERS)
-    assert lit(schema.TrainParams, "device") == set(schema.DEVICES) == set(device.DEVICES)
-    assert lit(schema.TrainParams, "t_sampling") == set(T_SAMPLINGS)
+    lit = lambda model, field: typing.get_args(model.model_fields[field].annotation)  # noqa: E731
+    assert lit(schema.ScheduleParams, "name") == names.SCHEDULES
+    assert lit(schema.SampleParams, "spacing") == names.SPACINGS
+    assert lit(schema.SampleParams, "sampler") == names.SAMPLERS
+    assert lit(schema.SampleParams, "variance") == names.VARIANCES
+    assert lit(schema.TrainParams, "prediction") == names.PREDICTIONS
+    assert lit(schema.TrainParams, "device") == names.DEVICES
+    assert lit(schema.TrainParams, "t_sampling") == names.T_SAMPLINGS
+    assert lit(schema.TrainParams, "lr_decay") == names.LR_DECAYS
+    assert lit(schema.DataParams, "source") == schema.SOURCES == tuple(download.FILLERS)
+    assert lit(schema.PrepareParams, "square") == schema.SQUARE_MODES == prepare.SQUARE_MODES
+    assert presets.PRESETS is schema.PRESETS
+    for name in names.SCHEDULES:
+        assert len(make_betas(name, 10)) == 10
+    for spacing in names.SPACINGS:
+        assert len(sampling.ddim_timesteps(100, 10, spacing)) == 10
+    with pytest.raises(ValueError, match="allowed: " + ", ".join(names.SPACINGS)):
+        sampling.ddim_timesteps(100, 10, "cubic")
+
+
+def test_no_choice_is_spelled_out_twice():
+    """No module but core/names.py and the schema writes a choice tuple of the library's names."""
+    from ddpmlab.core import names
+
+    tuples = {v for k, v in vars(names).items() if k.isupper()}
+    for path in sorted((ROOT / "src/ddpmlab").rglob("*.py")):
+        if path.name == "names.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Tuple) and all(isinstance(e, ast.Constant) for e in node.elts) and node.elts:
+                assert tuple(e.value for e in node.elts) not in tuples, (path, node.lineno)
 
 
 @pytest.mark.parametrize("stage", ["schedule", "sample", "train"])

@@ -4,7 +4,7 @@ A checkpoint is a dict of tensors and plain data. It carries the network's shape
 a `UNetConfig` as a dict) and the noise schedule (`schedule_config`: name, T, beta_start,
 beta_end), so sampling and evaluation rebuild both from the file alone.
 
-Separate from the resumable-state logic (training.state) so that the stages that only *read* a
+Separate from the resumable-state logic (core.state) so that the stages that only *read* a
 model (residuals, sample, sweep) do not depend on the training code or the resume key.
 """
 

@@ -5,8 +5,7 @@ import copy
 import torch
 
 from ddpmlab.core.errors import UserError
-
-DEVICES = ("auto", "cpu", "cuda")  # schema.DEVICES (train.device) and the stages' --device flag must agree
+from ddpmlab.core.names import DEVICES, PRECISIONS
 
 
 class DeviceError(UserError):
@@ -23,9 +22,6 @@ def resolve_device(name: str) -> torch.device:
         built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
         raise DeviceError(f"device 'cuda' asked for, but no CUDA device is visible (torch {torch.__version__}, {built}); use auto or cpu")
     return torch.device(name)
-
-
-PRECISIONS = ("bf16", "autocast")  # FastDenoiser on CUDA (first = default): the weights cast to bf16 | bf16 autocast over fp32 weights
 
 
 class FastDenoiser(torch.nn.Module):

@@ -10,13 +10,5 @@ class UserError(Exception):
     """An error whose message is the whole story: one line naming the bad input and what to do."""
 
 
-class ParamError(UserError, ValueError):
-    """A value in params.yaml is invalid. The message names the key, the value and the allowed values."""
-
-    def __init__(self, key: str, value, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"params.yaml: {key} = {value!r} is invalid; allowed: {allowed}")
-
-
 class DataError(UserError):
     """Input data (archive, checksum, folder, images, arrays) cannot be used; the message says why and what to do."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ddpmlab.core.names import PREDICTIONS, SPACINGS, VARIANCES
 from ddpmlab.core.schedule import (
     Schedule,
     extract,
@@ -19,15 +20,11 @@ from ddpmlab.core.schedule import (
     q_sample,
 )
 
-SPACINGS = ("linspace", "leading", "trailing")  # DDIM timestep spacings (ddim_timesteps); schema.SPACINGS must agree
-
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers (numpy SeedSequence): distinct inputs give independent streams."""
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
-
-PREDICTIONS = ("eps", "v")  # what the network outputs; schema.PREDICTIONS must agree
 
 
 def v_target(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -95,10 +92,10 @@ def as_eps_predictor(net: torch.nn.Module, sched: Schedule, prediction: str) -> 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    sampler: str = "ddpm"  # ddpm | ddim
+    sampler: str = "ddpm"  # names.SAMPLERS
     steps: int = 0  # ddim steps (ddpm uses all T)
     eta: float = 0.0  # ddim noise scale
-    variance: str = "small"  # ddpm: small (beta_tilde) | large (beta)
+    variance: str = "small"  # ddpm: names.VARIANCES, small (beta_tilde) | large (beta)
     spacing: str = "linspace"  # ddim timestep spacing
     clip_x0: bool = True  # clip the predicted x_0 to [-1, 1] (the reference implementation's clip_denoised)
 
@@ -149,10 +146,10 @@ def ddpm_step(model, sched: Schedule, x: torch.Tensor, t: int, z: torch.Tensor |
         return mean
     if variance == "small":  # sigma^2 = beta_tilde_t, the posterior variance
         logvar = sched.posterior_log_variance_clipped
-    elif variance == "large":  # sigma^2 = beta_t (beta_tilde_1 in place of beta_1, as the reference code)
+    elif variance == "large":  # sigma^2 = beta_t, with posterior_variance[1] in place of beta at t=0, as the reference code
         logvar = np.log(np.append(sched.posterior_variance[1], sched.betas[1:]))
     else:
-        raise ValueError(f"unknown DDPM variance {variance!r}; allowed: small, large")
+        raise ValueError(f"unknown DDPM variance {variance!r}; allowed: {', '.join(VARIANCES)}")
     return mean + torch.exp(0.5 * extract(logvar, tt, x.shape)) * z
 
 

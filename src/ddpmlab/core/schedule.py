@@ -19,9 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ddpmlab.core.errors import ParamError
-
-SCHEDULES = ("linear", "cosine")
+from ddpmlab.core.names import SCHEDULES
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -39,24 +37,20 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarra
 
 
 def make_betas(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
-    """The named beta schedule; raises ParamError naming the key and the allowed values."""
+    """The named beta schedule; ValueError naming the allowed values (params are checked by the schema first)."""
     validate_T(T)
     if name == "linear":
         if not 0 < beta_start < beta_end < 1:
-            raise ParamError(
-                "schedule.beta_start/beta_end",
-                f"{beta_start}/{beta_end}",
-                "0 < beta_start < beta_end < 1",
-            )
+            raise ValueError(f"linear schedule needs 0 < beta_start < beta_end < 1, got {beta_start}, {beta_end}")
         return linear_betas(T, beta_start, beta_end)
     if name == "cosine":
         return cosine_betas(T)
-    raise ParamError("schedule.name", name, f"one of {', '.join(SCHEDULES)}")
+    raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(SCHEDULES)}")
 
 
 def validate_T(T) -> int:
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ParamError("T", T, "an integer >= 1 (the number of diffusion steps, typically 1000)")
+        raise ValueError(f"T must be an integer >= 1 (the number of diffusion steps), got {T!r}")
     return T
 
 

@@ -5,7 +5,7 @@ FID, KID ± std, precision and recall of `n` samples against the reference featu
 sampling time. Every setting draws the same initial noise (image i depends only on (seed, i)), so
 rows differ only by the sampler.
 
-T, the schedule and the network come from the checkpoint (`training.checkpoint.build_model_from_checkpoint`);
+T, the schedule and the network come from the checkpoint (`core.checkpoint.build_model_from_checkpoint`);
 `run_sweep` takes any denoiser and any feature extractor, so tests need neither a trained model
 nor Inception weights.
 """

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ddpmlab.core.checkpoint import CHECKPOINT_FORMAT, canonical, save_atomic
 from ddpmlab.core.errors import UserError
 from ddpmlab.core.images import to_model
+from ddpmlab.core.names import T_SAMPLINGS
 from ddpmlab.core.residuals.stats import training_stats
 from ddpmlab.core.runtime import Runtime, make_runtime
 from ddpmlab.core.sampling import (
@@ -142,9 +143,6 @@ def loss_weights(sched: Schedule, t: torch.Tensor, gamma: float, prediction: str
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, 1, epoch)))
-
-
-T_SAMPLINGS = ("uniform", "stratified")  # schema.TrainParams.t_sampling must agree
 
 
 def step_randomness(batch: int, T: int, shape, seed: int, step: int, device, t_sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -282,7 +280,7 @@ class TrainResult:
 
 def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path: Path, model_path: Path, log=None,
           stop_after_epochs: int | None = None, code: str = "", say=print) -> TrainResult:
-    """Train to setup.train.epochs, resuming from this experiment's state (training.state) if there is one.
+    """Train to setup.train.epochs, resuming from this experiment's state (core.state) if there is one.
 
     train_x, val_x: uint8 [N, H, W, C]. log: callable(record) per epoch (dvclive in the stage; rank 0
     only), replayed for the resumed epochs. stop_after_epochs: stop early (tests simulate an

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 
 from ddpmlab.core.errors import UserError
+from ddpmlab.core.names import DEVICES
 
 BAD_INPUT = 2  # exit status for a user error (argparse uses 2 for bad arguments as well)
 
@@ -31,3 +33,12 @@ def command(name: str):
         return run
 
     return wrap
+
+
+def stage_parser(doc: str | None, *, device: bool = False, **kwargs) -> argparse.ArgumentParser:
+    """The parser every command starts from: --params (and --device where the command computes)."""
+    ap = argparse.ArgumentParser(description=doc, **kwargs)
+    ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    if device:
+        ap.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default: auto, CUDA when visible)")
+    return ap

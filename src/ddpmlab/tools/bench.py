@@ -26,12 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpmlab.core.device import (
-    DEVICES,
-    PRECISIONS,
-    FastDenoiser,
-    resolve_device,
-)
+from ddpmlab.core.device import FastDenoiser, resolve_device
+from ddpmlab.core.names import DEVICES, PRECISIONS
 from ddpmlab.core.runtime import make_runtime
 from ddpmlab.core.schedule import Schedule, linear_betas, q_sample
 from ddpmlab.core.training import train_step

@@ -29,7 +29,7 @@ from PIL import Image
 from ddpmlab.core.errors import DataError
 from ddpmlab.core.fid import kid_from_features
 from ddpmlab.core.metrics import MetricSpec, feature_metrics
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import read_array
 from ddpmlab.pipeline.io import write_json
 
@@ -96,14 +96,12 @@ def table(results: dict) -> str:
 
 @command("common_reference")
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddpmlab.tools.common_reference", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser(__doc__, device=True, prog="python -m ddpmlab.tools.common_reference",
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("samples", nargs="+", type=Path, help="sample .npz files (images uint8 [N, H, W, C])")
     ap.add_argument("--reference", required=True, type=Path, help="prepared split .npz whose images (and size) are the common reference")
     ap.add_argument("--weights", type=Path, default=Path("models/inception/inception_fid.pt"), help="converted Inception weights (inception stage)")
     ap.add_argument("--draw", type=int, default=64, help="images per KID draw (default 64, the default run's sample count)")
-    ap.add_argument("--params", default="params.yaml", help="evaluate.* (KID subsets and size, k) and seed are read from here")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     if args.draw < 2:

@@ -5,7 +5,7 @@
     python -m ddpmlab.tools.compare --out reports/compare
 
 Reads `dvc exp show --json` for params and metrics and `dvc.api` for the files of each revision
-(loss tables, sample grids), found through dvc.yaml (`reporting.dvcyaml`), never by paths of its own.
+(loss tables, sample grids), found through dvc.yaml (`pipeline.dvcyaml`), never by paths of its own.
 Writes compare.md with PNGs beside it.
 """
 

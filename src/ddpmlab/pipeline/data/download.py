@@ -48,8 +48,9 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.core.errors import DataError
 from ddpmlab.pipeline.data import presets
+from ddpmlab.pipeline.schema import SOURCES, ParamError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -715,7 +716,7 @@ def _from_preset(data, images_dir: Path, limits: Limits) -> tuple[list[Path], di
     return res.paths, res.manifest
 
 
-SOURCES = {"pypi": _from_pypi, "url": _from_url, "folder": _from_folder, **dict.fromkeys(presets.PRESETS, _from_preset)}
+FILLERS = {"pypi": _from_pypi, "url": _from_url, "folder": _from_folder, **dict.fromkeys(presets.PRESETS, _from_preset)}
 
 
 def is_own_output(out_dir: Path) -> bool:
@@ -783,7 +784,7 @@ def run_download(params, out_dir: Path) -> DownloadResult:
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it 0700; the output gets the usual permissions
     try:
         images_dir = staging / "images"
-        fill = SOURCES[source]
+        fill = FILLERS[source]
         paths, extra = fill(data, images_dir, limits, out_dir) if source == "folder" else fill(data, images_dir, limits)
         final = [out_dir / "images" / p.name for p in paths]
         manifest = {"source": source, **extra, "count": len(paths), "files": {p.name: sha256_file(p) for p in paths}}

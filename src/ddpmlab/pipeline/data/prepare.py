@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ddpmlab.core.errors import DataError, ParamError
+from ddpmlab.core.errors import DataError
+from ddpmlab.pipeline.schema import SQUARE_MODES, ParamError
 
 WHITE = (255, 255, 255)
-SQUARE_MODES = ("pad", "crop")
 MAX_MEGAPIXELS = 40.0  # defaults of params prepare.max_megapixels / prepare.max_aspect_ratio
 MAX_ASPECT_RATIO = 10.0
 

@@ -40,8 +40,7 @@ import numpy as np
 from PIL import Image
 
 from ddpmlab.core.errors import DataError
-
-PRESETS = ("cifar10", "mnist", "fashion_mnist", "flowers102")
+from ddpmlab.pipeline.schema import PRESETS
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MNIST_CLASSES = tuple(str(d) for d in range(10))

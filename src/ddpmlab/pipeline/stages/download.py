@@ -4,19 +4,17 @@ Nothing downloaded is executed; downloads are bounded (data.timeout_s, deadline_
 max_expanded_mb); OUT is replaced only after everything succeeded, and only if this stage wrote it.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.download import run_download
 from ddpmlab.pipeline.schema import load_params
 
 
 @command("download")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", required=True, type=Path, help="output folder (images/ and manifest.json)")
     args = ap.parse_args(argv)
     try:

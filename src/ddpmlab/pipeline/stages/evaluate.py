@@ -1,7 +1,6 @@
 """Stage `evaluate`: FID, KID, precision and recall (standard offline Inception features) of the samples
 against the training split's reference features."""
 
-import argparse
 from functools import partial
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 from ddpmlab.core.device import resolve_device
 from ddpmlab.core.fid import InceptionFeatures
 from ddpmlab.core.metrics import MetricSpec, evaluate_samples, summary
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_array
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import load_params
@@ -18,14 +17,12 @@ from ddpmlab.pipeline.schema import load_params
 
 @command("evaluate")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, device=True)
     ap.add_argument("--samples", required=True, type=Path, help="samples.npz (sample stage)")
     ap.add_argument("--reference", required=True, type=Path, help="reference features .npz (reference stage)")
     ap.add_argument("--weights", required=True, type=Path, help="converted Inception weights (inception stage)")
     ap.add_argument("--features", required=True, type=Path, help="where the samples' features go (.npz)")
     ap.add_argument("--out", required=True, type=Path, help="metrics .json")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
     P = load_params(args.params)
     images, ref = load_array(args.samples, "images"), load_array(args.reference, "features")  # before the weights: cheap first

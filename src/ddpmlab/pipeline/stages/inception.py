@@ -5,18 +5,16 @@ member is loaded only after its pinned sha256 matched; the converted tensors mus
 verified digest before they are written.
 """
 
-import argparse
 from pathlib import Path
 
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.inception import fetch_inception
 from ddpmlab.pipeline.schema import load_params
 
 
 @command("inception")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", required=True, type=Path, help="converted weights file (.pt; provenance .json beside it)")
     args = ap.parse_args(argv)
     info = fetch_inception(load_params(args.params), args.out)

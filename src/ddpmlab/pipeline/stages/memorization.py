@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 from ddpmlab.core.memorization import Memorization, analyse
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_array, load_split
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import load_params
@@ -44,8 +43,7 @@ def figures(samples, train, details, m: Memorization, out_dir, n_pairs: int = 8)
 
 @command("memorization")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--samples", required=True, type=Path, help="samples.npz")
     ap.add_argument("--sample-features", required=True, type=Path)
     ap.add_argument("--train", required=True, type=Path, help="prepared train.npz")

@@ -4,11 +4,10 @@ Image headers are checked before decoding (prepare.max_megapixels, prepare.max_a
 unreadable or refused files are skipped and listed with their reason in REPORTS/skipped.json.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.prepare import (
     prepare_from_params,
     save_prepared,
@@ -20,8 +19,7 @@ from ddpmlab.pipeline.schema import load_params
 
 @command("prepare")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--raw", required=True, type=Path, help="download stage output (holds images/)")
     ap.add_argument("--out", required=True, type=Path, help="folder for train.npz and val.npz")
     ap.add_argument("--reports", required=True, type=Path, help="folder for stats.json and figures")

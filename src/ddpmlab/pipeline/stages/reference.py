@@ -1,25 +1,22 @@
 """Stage `reference`: Inception features of the training and validation splits, computed once per dataset and resolution."""
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 from ddpmlab.core.device import resolve_device
 from ddpmlab.core.fid import InceptionFeatures
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.schema import load_params
 
 
 @command("reference")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, device=True)
     ap.add_argument("--weights", required=True, type=Path, help="converted Inception weights")
     ap.add_argument("--split", nargs=2, action="append", required=True, metavar=("IMAGES_NPZ", "FEATURES_NPZ"),
                     help="a prepared split and where its features go; repeat per split")
-    ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     batch = load_params(args.params).evaluate.batch_size
     extractor = InceptionFeatures(args.weights, resolve_device(args.device))

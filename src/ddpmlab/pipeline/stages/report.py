@@ -5,7 +5,6 @@ is written both here and there."""
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ from ddpmlab.core.errors import DataError
 from ddpmlab.core.memorization import Memorization
 from ddpmlab.core.residuals import check as R
 from ddpmlab.pipeline import dvcyaml
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.io import read_json
 from ddpmlab.pipeline.schema import load_params
 
@@ -256,8 +255,7 @@ def schedule_reading(s: dict) -> str:
 
 @command("report")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--dvc-yaml", default=Path("dvc.yaml"), type=Path, help="the pipeline whose outputs are reported")
     ap.add_argument("--out", required=True, type=Path, help="report .md")
     args = ap.parse_args(argv)

@@ -7,7 +7,6 @@ the training loss curves among them.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from ddpmlab.core.images import to_model
 from ddpmlab.core.residuals import check as R
 from ddpmlab.core.residuals.collect import collect_residuals
 from ddpmlab.core.schedule import Schedule
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import load_params
@@ -68,12 +67,10 @@ def run(model, sched: Schedule, val_x: torch.Tensor, history: list, n_train: int
 
 @command("residuals")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, device=True)
     ap.add_argument("--model", required=True, type=Path, help="trained model (train stage)")
     ap.add_argument("--val", required=True, type=Path, help="prepared val.npz")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
     P = load_params(args.params)
     val_x = load_split(args.val)

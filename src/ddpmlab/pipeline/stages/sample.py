@@ -6,7 +6,6 @@ T, the schedule and the network's shape come from the checkpoint; params.yaml di
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,11 @@ from ddpmlab.core.checkpoint import (
     schedule_mismatch,
 )
 from ddpmlab.core.device import FastDenoiser, resolve_device
-from ddpmlab.core.errors import ParamError
 from ddpmlab.core.generate import Generated, generate
 from ddpmlab.core.sampling import SamplerSpec
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import load_params
+from ddpmlab.pipeline.schema import ParamError, load_params
 
 
 def trajectory_rows(traj: list, m: int) -> np.ndarray:
@@ -52,12 +50,10 @@ def save_samples(g: Generated, out, figures, traj_images: int = 8) -> dict:
 
 @command("sample")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, device=True)
     ap.add_argument("--model", required=True, type=Path, help="trained model (train stage)")
     ap.add_argument("--out", required=True, type=Path, help="samples.npz goes here")
     ap.add_argument("--figures", required=True, type=Path, help="grid.png and trajectory.png go here")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
     P = load_params(args.params)
     device = resolve_device(args.device)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from ddpmlab.core.images import grid, to_model, to_uint8
 from ddpmlab.core.sampling import derive_seed
 from ddpmlab.core.schedule import Schedule, make_betas, q_sample
 from ddpmlab.pipeline import figures as plotting
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import load_params
@@ -84,8 +83,7 @@ def analyse(name: str, T: int, beta_start: float, beta_end: float, compare_T, co
 
 @command("schedule")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--train", required=True, type=Path, help="prepared train.npz (first image is shown noised)")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     args = ap.parse_args(argv)

@@ -3,7 +3,6 @@ T, the schedule and the network come from the checkpoint; params.yaml disagreein
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,7 +19,7 @@ from ddpmlab.core.device import FastDenoiser, resolve_device
 from ddpmlab.core.fid import InceptionFeatures
 from ddpmlab.core.metrics import Extractor, MetricSpec
 from ddpmlab.core.sweep import CheckpointMismatch, run_sweep, summary, sweep_specs
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_array
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import load_params
@@ -51,7 +50,7 @@ def plot(df: pd.DataFrame, path: Path) -> Path:
 
 
 def sweep_checkpoint(ckpt: dict, P, extract: Extractor, ref: np.ndarray, device) -> pd.DataFrame:
-    """The sweep of a trained checkpoint (`training.checkpoint.load_checkpoint`) with the settings of a
+    """The sweep of a trained checkpoint (`core.checkpoint.load_checkpoint`) with the settings of a
     validated params.yaml (`schema.Params`: sweep, seed, sample.batch_size and guidance, evaluate's KID and k).
     T, schedule and image shape come from the checkpoint; params disagreeing with it raise CheckpointMismatch."""
     s = P.schedule
@@ -84,13 +83,11 @@ def write(df: pd.DataFrame, out: Path) -> SweepOutputs:
 
 @command("sweep")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, device=True)
     ap.add_argument("--model", required=True, type=Path, help="trained model (train stage)")
     ap.add_argument("--reference", required=True, type=Path, help="reference features .npz (reference stage)")
     ap.add_argument("--weights", required=True, type=Path, help="converted Inception weights (inception stage)")
     ap.add_argument("--out", required=True, type=Path, help="folder for sweep.csv, sweep.png, metrics.json")
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     args = ap.parse_args(argv)
     P = load_params(args.params)
     device = resolve_device(args.device)

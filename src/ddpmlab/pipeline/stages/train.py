@@ -20,7 +20,7 @@ from ddpmlab.core.runtime import (
     under_torchrun,
 )
 from ddpmlab.core.training import final_metrics, train
-from ddpmlab.pipeline.command import command
+from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.configs import train_setup
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.imports import code_fingerprint
@@ -83,8 +83,7 @@ def run_stage(params: Path, train_npz: Path, val_npz: Path, state: Path, model: 
 
 @command("train")
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", required=True, type=Path, help="prepared train.npz")
     ap.add_argument("--val", required=True, type=Path, help="prepared val.npz")
     ap.add_argument("--state", required=True, type=Path, help="resumable training state (kept between runs)")
