@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 
 def tiny(d: Path, epochs: int, compile: bool) -> dict:
-    # pins the training settings that decide whether 24 steps lower the loss: the workspace's params.yaml may hold an experiment's values (after
-    # `dvc exp run` of the GPU preset, warm-up 200 steps at lr 3e-4 left this 24-step run's loss flat and the test failed)
+    # pins the training settings that decide whether 24 steps lower the loss: the committed params, never the workspace's,
+    # which `dvc exp run` rewrites (a long warm-up at a low lr would leave a 24-step run's loss flat)
     p = committed_params()
     p["prepare"]["image_size"] = 16
     p["model"].update(ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], norm_groups=8, dropout=0.0)
@@ -44,7 +44,7 @@ def train_cmd(d: Path) -> list[str]:
             "--val", str(d / "val.npz"), "--state", str(d / "state.pt"), "--model", str(d / "model.pt"), "--live", str(d / "live")]
 
 
-def env():  # keeps an existing PYTHONPATH (packages carried to a GPU machine) behind src
+def env():  # keeps an existing PYTHONPATH (e.g. extra site-packages) behind src
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
 
 

@@ -112,5 +112,5 @@ def test_member_checksum_is_checked_before_loading(params, tmp_path):
 
 
 def test_missing_weights_say_what_to_do(tmp_path):
-    with pytest.raises(DataError, match="dvc repro inception.*never computed with untrained weights"):
+    with pytest.raises(DataError, match="inception stage.*never computed with untrained weights"):
         InceptionFeatures(tmp_path / "nope.pt")

@@ -167,7 +167,7 @@ def test_autoguidance_combines_the_two_denoisers_and_needs_a_guide_in_the_checkp
     ckpt = {"model_config": cfg.to_dict(), "schedule_config": {"name": "linear", "T": 10, "beta_start": 1e-4, "beta_end": 0.02},
             "train_config": {"prediction": "eps"}, "ema": net.state_dict()}
     plain, _, _ = build_sampler_from_checkpoint(ckpt, "cpu", 1.0)  # no guidance: the EMA network alone, no guide needed
-    with pytest.raises(CheckpointError, match=r"sample.guidance = 2.5 .* train.guide_fraction > 0") as err:
+    with pytest.raises(CheckpointError, match=r"guidance 2.5 needs .*ema_guide") as err:
         build_sampler_from_checkpoint(ckpt, "cpu", 2.5)
     assert "\n" not in str(err.value)
     guided, _, _ = build_sampler_from_checkpoint({**ckpt, "ema_guide": guide.state_dict()}, "cpu", 2.5)

@@ -157,7 +157,7 @@ def peak_rss_mb(images: Path) -> int:
 
 
 def test_prepare_peak_memory_is_bounded_on_hostile_files(tmp_path):
-    """Landed code: the 30000x1 PNG asked for a 2.7 GB canvas, the 13,370^2 PNG decoded to 540 MB and more,
+    """Without the bounds, the 30000x1 PNG asked for a 2.7 GB canvas, the 13,370^2 PNG decoded to 540 MB and more,
     the 12000x1500 PNG was padded on a 144 MP (432 MB) square.
 
     Measured (2026-11-25): 107 MB peak RSS (VmHWM) on the hostile folder vs 44 MB on its good files

@@ -32,7 +32,7 @@ def crafted(tmp_path):
     marker = tmp_path / "code_ran"
     path = tmp_path / "inception_fid.pt"
     torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "payload": RunsCode(marker)}, path)
-    # the old trust model: a provenance file beside the weights vouching for them
+    # a provenance file beside the weights vouching for them, which must not be trusted
     path.with_suffix(".json").write_text(json.dumps({"converted_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
     return path, marker
 
@@ -42,7 +42,7 @@ def test_crafted_pickle_is_not_executed(tmp_path):
     with pytest.raises(DataError, match="is not a plain tensor file .*It was not executed"):
         InceptionFeatures(path)
     assert not marker.exists()
-    torch.load(path, weights_only=False)  # proof that the file is armed: loading it the old way runs the code
+    torch.load(path, weights_only=False)  # proof that the file is armed: a full unpickle runs the code
     assert marker.exists()
 
 

@@ -11,6 +11,7 @@ import torch
 
 from ddpmlab.core.schedule import Schedule
 from ddpmlab.core import sweep
+from ddpmlab.core.checkpoint import CheckpointMismatch
 from ddpmlab.pipeline.stages import sweep as sweep_stage
 from ddpmlab.core.metrics import MetricSpec
 from ddpmlab.pipeline.schema import load_params
@@ -48,7 +49,7 @@ def test_specs_are_unique_sorted_and_refuse_steps_above_T():
     specs = sweep.sweep_specs([10, 2, 5, 10, 2], [1.0, 0.0, 1.0], ddpm=False, T=50)
     assert [(s.sampler, s.steps, s.eta) for s in specs] == [("ddim", n, e) for e in (0.0, 1.0) for n in (2, 5, 10)]
     assert sweep.sweep_specs([5], [0.0], ddpm=True, T=50)[-1].sampler == "ddpm"
-    with pytest.raises(sweep.CheckpointMismatch, match=r"sweep.steps \[60\] exceed the checkpoint's T = 50"):
+    with pytest.raises(CheckpointMismatch, match=r"step counts \[60\] exceed the checkpoint.s T = 50"):
         sweep.sweep_specs([5, 60], [0.0], ddpm=False, T=50)
 
 
@@ -93,7 +94,19 @@ def test_summary_and_written_outputs(table, tmp_path):
 def test_checkpoint_T_mismatch_is_one_line():
     P = load_params(committed_params_file())
     ckpt = {"schedule_config": {"name": P.schedule.name, "T": P.T // 2, "beta_start": P.schedule.beta_start, "beta_end": P.schedule.beta_end}}
-    with pytest.raises(sweep.CheckpointMismatch) as e:
+    with pytest.raises(CheckpointMismatch) as e:
         sweep_stage.sweep_checkpoint(ckpt, P, pixel_stats, np.zeros((4, 6)), "cpu")
     msg = str(e.value)
     assert "\n" not in msg and f"T = {P.T}" in msg and f"trained with {P.T // 2}" in msg
+
+
+def test_guidance_without_a_guide_names_both_keys():
+    from ddpmlab.pipeline.configs import check_checkpoint, schedule_config
+
+    P = load_params(committed_params_file())
+    P = P.model_copy(update={"sample": P.sample.model_copy(update={"guidance": 2.5})})
+    ckpt = {"schedule_config": schedule_config(P)}
+    with pytest.raises(CheckpointMismatch, match=r"sample.guidance = 2.5 .* train.guide_fraction > 0"):
+        check_checkpoint(P, ckpt, "m.pt")
+    check_checkpoint(P, ckpt, "m.pt", sampling=False)  # the residual check uses the EMA alone
+    check_checkpoint(P, {**ckpt, "ema_guide": {}}, "m.pt")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ddpmlab.core.errors import DataError
+from ddpmlab.core.errors import DataError, UserError
 from ddpmlab.core.sampling import AutoGuided, as_eps_predictor
 from ddpmlab.core.schedule import Schedule
 from ddpmlab.core.unet import UNet, UNetConfig
@@ -69,12 +69,16 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointMismatch(UserError, ValueError):
+    """A setting cannot be used with this checkpoint (one line)."""
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """The checkpoint's dict; CheckpointError (one line) if the file is missing, truncated, corrupt,
     or holds anything but tensors and plain data (weights_only=True: loading never runs pickled code)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: not found; run `dvc repro train` first")
+        raise CheckpointError(f"{path}: not found; train a model first")
     # torch writes zip archives; anything else would go to torch's legacy reader and a confusing message
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt: not a complete torch zip archive)")
@@ -109,29 +113,12 @@ def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> t
 
 def build_sampler_from_checkpoint(ckpt: dict, device="cpu", guidance: float = 1.0) -> tuple[torch.nn.Module, Schedule, dict]:
     """The epsilon-predictor the samplers run: the EMA network alone (guidance 1), or autoguided by the checkpoint's
-    early EMA ("ema_guide", kept by train.guide_fraction > 0) with weight `guidance` (sampling.AutoGuided)."""
+    early EMA ("ema_guide", kept when training keeps a guide) with weight `guidance` (sampling.AutoGuided)."""
     net, sched, ckpt = build_model_from_checkpoint(ckpt, device)
     if guidance == 1:
         return net, sched, ckpt
     if "ema_guide" not in ckpt:
-        raise CheckpointError(f"sample.guidance = {guidance:g} needs the checkpoint's autoguidance network, and this one has none: "
-                              "train with train.guide_fraction > 0 (e.g. 0.25), or set sample.guidance: 1")
+        raise CheckpointError(f"guidance {guidance:g} needs the checkpoint's autoguidance network (ema_guide), and this one has none: "
+                              "train keeping an early EMA, or sample with guidance 1")
     guide, _, _ = build_model_from_checkpoint(ckpt, device, key="ema_guide")
     return AutoGuided(net, guide, guidance), sched, ckpt
-
-
-def schedule_mismatch(stored: dict, T: int, name: str, beta_start: float, beta_end: float, where: str) -> str | None:
-    """One line if params.yaml's diffusion settings differ from those a checkpoint was trained with, else None.
-
-    stored: the checkpoint's schedule_config {name, T, beta_start, beta_end}. The checkpoint is what the
-    network learned, so it wins; a mismatch means params were edited without retraining.
-    """
-    want = {"T": T, "name": name}
-    if name == "linear":
-        want |= {"beta_start": beta_start, "beta_end": beta_end}
-    for key, value in want.items():
-        if stored.get(key) != value:
-            pkey = "T" if key == "T" else f"schedule.{key}"
-            return (f"params.yaml {pkey} = {value!r} but {where} was trained with {stored.get(key)!r}: "
-                    "rerun training (`dvc repro`) or set the parameter back")
-    return None

@@ -1,6 +1,6 @@
 """Errors a user can act on: each names the bad input and what would be accepted.
 
-All derive from UserError. Every command (each dvc.yaml stage, each tool) ends with one line
+All derive from UserError. Every command (each pipeline stage, each tool) ends with one line
 `<command>: <message>` and exit status 2 for a UserError, and lets anything else raise with its traceback:
 a bug or a CUDA fault is never dressed up as bad input.
 """

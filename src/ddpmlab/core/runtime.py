@@ -62,7 +62,7 @@ class Runtime:
 
 
 def make_runtime(device: str, bf16: bool) -> Runtime:
-    """The runtime for train.device / train.bf16; DeviceError (one line) if the device is absent."""
+    """The runtime for a device name and bf16 flag; DeviceError (one line) if the device is absent."""
     dist = Dist.current()
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -99,7 +99,7 @@ def init_distributed(device: str, processes: int) -> Dist:
 
     cuda = resolve_device(device).type == "cuda"
     if cuda and torch.cuda.device_count() < processes:
-        raise DeviceError(f"train.processes = {processes} but only {torch.cuda.device_count()} GPUs are visible")
+        raise DeviceError(f"{processes} processes asked for but only {torch.cuda.device_count()} GPUs are visible; use at most one process per GPU")
     if not d.is_initialized():
         d.init_process_group("nccl" if cuda else "gloo")
     return Dist.current()

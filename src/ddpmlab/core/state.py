@@ -3,12 +3,12 @@
 The resume key is a hash of
   * the parameters training reads, minus bookkeeping that cannot change the weights (`BOOKKEEPING`),
   * the prepared data (train and validation arrays),
-  * the code: every file of the import closure of stages/train.py (`ddpmlab.tools.depgraph`), which is
-    exactly the list dvc.yaml gives as the train stage's deps (tests/test_train.py checks both).
+  * the code: a fingerprint of the files the training code is made of, given by the caller (the
+    pipeline passes the train stage's import closure, the same files its dvc.yaml deps list).
 A run resumes only from a state with its own key, so a change to the pixel scaling, the U-Net,
 a parameter or the data starts afresh instead of continuing another experiment's weights.
 
-On disk (`StateFile`): `models/train_state.pt` (the DVC `persist` output) holds the state of the
+On disk (`StateFile`): the state file (e.g. `train_state.pt`) holds the state of the
 experiment that ran last. When another experiment starts, that file is not overwritten but parked
 beside it as `train_state.<key>.pt` (git-ignored, not a DVC output), and it moves back when its
 experiment runs again, so an interrupted experiment survives any number of others. A file that
@@ -30,7 +30,7 @@ import numpy as np
 
 from ddpmlab.core.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
 
-# train.* keys that change how a run is executed or recorded, not the weights it ends with
+# TrainConfig fields that change how a run is executed or recorded, not the weights it ends with
 BOOKKEEPING = ("device", "checkpoint_every", "val_every", "processes")
 KEY_RE = re.compile(r"[0-9a-f]{16}")
 
@@ -64,7 +64,7 @@ class StateFile:
         self.path, self.key, self.say = Path(path), key, say
 
     def parked(self, key: str) -> Path:
-        """models/train_state.pt -> models/train_state.<key>.pt"""
+        """train_state.pt -> train_state.<key>.pt, beside it"""
         return self.path.with_name(f"{self.path.stem}.{key}{self.path.suffix}")
 
     def _aside(self, why: str) -> Path:

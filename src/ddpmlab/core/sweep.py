@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ddpmlab.core.errors import UserError
+from ddpmlab.core.checkpoint import CheckpointMismatch
 from ddpmlab.core.generate import generate
 from ddpmlab.core.metrics import Extractor, MetricSpec, feature_metrics
 from ddpmlab.core.sampling import SamplerSpec
@@ -27,18 +27,13 @@ COLUMNS = ["sampler", "steps", "eta", "fid", "kid", "kid_std", "precision", "rec
            "n_generated", "n_reference", "kid_subset_size", "seconds"]
 
 
-class CheckpointMismatch(UserError, ValueError):
-    """params.yaml's T or schedule differ from those the checkpoint was trained with (one line)."""
-
-
 def sweep_specs(steps: Sequence[int], etas: Sequence[float], ddpm: bool, T: int) -> list[SamplerSpec]:
     """DDIM at every (eta, step count), each once and in ascending order, then DDPM (all T steps) if asked.
 
-    Step counts above T would silently repeat the T-step row; they are refused (params.yaml's schema
-    refuses them against params T, this against the checkpoint's T)."""
+    Step counts above T would silently repeat the T-step row; they are refused against the checkpoint's T."""
     too_many = sorted(s for s in set(steps) if s > T)
     if too_many:
-        raise CheckpointMismatch(f"sweep.steps {too_many} exceed the checkpoint's T = {T}")
+        raise CheckpointMismatch(f"DDIM step counts {too_many} exceed the checkpoint's T = {T}")
     out = [SamplerSpec("ddim", int(s), float(e)) for e in sorted(set(float(e) for e in etas)) for s in sorted(set(steps))]
     if ddpm:
         out.append(SamplerSpec("ddpm", T))

@@ -42,8 +42,8 @@ class TrainingDiverged(UserError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a network is trained: the `train` section of params.yaml, validated there (pipeline.schema.TrainParams
-    has the same fields in the same order, with their allowed values and defaults)."""
+    """How a network is trained. The pipeline builds it from its validated `train` params, which have the
+    same fields in the same order (a test checks), with their allowed values and defaults."""
 
     device: str
     epochs: int
@@ -87,7 +87,7 @@ class TrainSetup:
         return {"model": self.model.to_dict(), "schedule": dict(self.schedule), "train": train, "seed": self.seed}
 
     def train_config(self) -> dict:
-        """What checkpoints record about how the weights were made (train.* without bookkeeping, and the
+        """What checkpoints record about how the weights were made (the config without bookkeeping, and the
         seed): a changed checkpoint_every reruns train but leaves model.pt byte-identical."""
         return {**self.experiment()["train"], "seed": self.seed}
 
@@ -107,7 +107,7 @@ def lr_at(step: int, lr: float, warmup_steps: int, decay: str = "none", total_st
 
 
 def lr_for(cfg: TrainConfig, step: int, n_train: int) -> float:
-    """train.lr / warmup_steps / lr_decay at global step `step` of a run over n_train images."""
+    """The learning rate (cfg.lr, warmup_steps, lr_decay) at global step `step` of a run over n_train images."""
     return lr_at(step, cfg.lr, cfg.warmup_steps, cfg.lr_decay, cfg.epochs * math.ceil(n_train / cfg.batch_size))
 
 
@@ -402,14 +402,14 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
         # the final model: EMA weights, config, per-epoch losses (the residuals stage tests them); no
         # timings and no resume key, so identical params and data give a byte-identical file
         ema_cpu = {k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
-        extra = {"ema_guide": guide} if guide is not None else {}  # the autoguidance network (sample.guidance)
+        extra = {"ema_guide": guide} if guide is not None else {}  # the autoguidance network
         save_atomic({**header(cfg.epochs), "ema": ema_cpu, **extra, "n_train": len(train_x)}, model_path)
     return result
 
 
 def diverged(what: str, epoch: int, step: int, state_path: Path) -> TrainingDiverged:
     return TrainingDiverged(f"{what} (epoch {epoch}, step {step}); stopping. The last good checkpoint ({state_path}) is kept. "
-                            "Lower train.lr or set train.grad_clip.")
+                            "Lower the learning rate or clip the gradient norm.")
 
 
 def final_metrics(history: list) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ddpmlab.core.checkpoint import CheckpointMismatch
 from ddpmlab.core.sampling import SamplerSpec
 from ddpmlab.core.training import TrainConfig, TrainSetup
 from ddpmlab.core.unet import UNetConfig
@@ -24,6 +25,21 @@ def train_config(t: TrainParams) -> TrainConfig:
 
 def sampler_spec(s: SampleParams) -> SamplerSpec:
     return SamplerSpec(s.sampler, s.steps, s.eta, s.variance, s.spacing)
+
+
+def check_checkpoint(P: Params, ckpt: dict, where: str, sampling: bool = True) -> None:
+    """The checkpoint is what the network learned, so it wins: CheckpointMismatch (one line) when params.yaml's
+    T or schedule differ from those it was trained with (params edited without retraining), or when
+    `sampling` and sample.guidance asks for an autoguidance network it does not hold."""
+    stored, want = ckpt["schedule_config"], schedule_config(P)
+    for key in ("T", "name") + (("beta_start", "beta_end") if want["name"] == "linear" else ()):
+        if stored.get(key) != want[key]:
+            pkey = "T" if key == "T" else f"schedule.{key}"
+            raise CheckpointMismatch(f"params.yaml {pkey} = {want[key]!r} but {where} was trained with {stored.get(key)!r}: "
+                                     "rerun training (`dvc repro`) or set the parameter back")
+    if sampling and P.sample.guidance != 1 and "ema_guide" not in ckpt:
+        raise CheckpointMismatch(f"sample.guidance = {P.sample.guidance:g} needs the checkpoint's autoguidance network, and {where} "
+                                 "has none: train with train.guide_fraction > 0 (e.g. 0.25), or set sample.guidance: 1")
 
 
 def train_setup(P: Params, in_channels: int) -> TrainSetup:

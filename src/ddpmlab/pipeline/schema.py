@@ -1,6 +1,7 @@
 """params.yaml, typed: one pydantic model per section, every value and cross-field rule checked.
 
-A leaf module: it imports nothing from ddpmlab, so the math modules never depend on configuration
+A leaf module: from ddpmlab it imports only the torch-free leaves core.names and core.errors, so
+the math modules never depend on configuration
 and editing this file says exactly which stages can change (all: every stage validates the whole
 file before its own work, so `dvc exp run -S sample.eta=2` fails in seconds at the first stage
 that runs, not after a retrain).

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -107,15 +106,13 @@ def main(argv=None) -> int:
     if args.draw < 2:
         ap.error(f"--draw {args.draw}: at least 2 images per draw")
     from ddpmlab.core.device import resolve_device
-    from ddpmlab.core.fid import InceptionFeatures
+    from ddpmlab.pipeline.features import inception_extractor, metric_spec
     from ddpmlab.pipeline.schema import load_params
 
     P = load_params(args.params)
     reference = load_images(args.reference)
     sets = {str(p): load_images(p) for p in args.samples}
-    extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size)
-    spec = MetricSpec(P.evaluate.kid_subsets, P.evaluate.kid_subset_size, P.evaluate.prc_k, P.seed)
-    results = compare(sets, reference, extract, spec, args.draw)
+    results = compare(sets, reference, inception_extractor(P, args.weights, resolve_device(args.device)), metric_spec(P), args.draw)
     print(f"reference: {args.reference} ({len(reference)} images, {reference.shape[1]} px)")
     print(table(results))
     if args.json:

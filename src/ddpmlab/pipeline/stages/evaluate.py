@@ -1,16 +1,15 @@
 """Stage `evaluate`: FID, KID, precision and recall (standard offline Inception features) of the samples
 against the training split's reference features."""
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ddpmlab.core.device import resolve_device
-from ddpmlab.core.fid import InceptionFeatures
-from ddpmlab.core.metrics import MetricSpec, evaluate_samples, summary
+from ddpmlab.core.metrics import evaluate_samples, summary
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_array
+from ddpmlab.pipeline.features import inception_extractor, metric_spec
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import load_params
 
@@ -26,9 +25,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     P = load_params(args.params)
     images, ref = load_array(args.samples, "images"), load_array(args.reference, "features")  # before the weights: cheap first
-    extract = partial(InceptionFeatures(args.weights, resolve_device(args.device)), batch=P.evaluate.batch_size, desc="sample features")
-    ev = P.evaluate
-    feats, m = evaluate_samples(images, ref, extract, MetricSpec(ev.kid_subsets, ev.kid_subset_size, ev.prc_k, P.seed))
+    extract = inception_extractor(P, args.weights, resolve_device(args.device), desc="sample features")
+    feats, m = evaluate_samples(images, ref, extract, metric_spec(P))
     args.features.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.features, features=feats)
     write_json(args.out, m)

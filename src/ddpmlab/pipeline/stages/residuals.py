@@ -13,11 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddpmlab.core.checkpoint import (
-    build_model_from_checkpoint,
-    load_checkpoint,
-    schedule_mismatch,
-)
+from ddpmlab.core.checkpoint import build_model_from_checkpoint, load_checkpoint
 from ddpmlab.core.device import resolve_device
 from ddpmlab.core.errors import DataError
 from ddpmlab.core.images import to_model
@@ -25,6 +21,7 @@ from ddpmlab.core.residuals import check as R
 from ddpmlab.core.residuals.collect import collect_residuals
 from ddpmlab.core.schedule import Schedule
 from ddpmlab.pipeline.command import command, stage_parser
+from ddpmlab.pipeline.configs import check_checkpoint
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import load_params
@@ -77,10 +74,9 @@ def main(argv=None):
     if len(val_x) * P.residuals.draws_per_t < 2:
         raise DataError(f"{len(val_x)} validation image(s) x residuals.draws_per_t = {P.residuals.draws_per_t} < 2 rows per t; raise draws_per_t")
     device = resolve_device(args.device)
-    model, sched, ckpt = build_model_from_checkpoint(load_checkpoint(args.model), device)
-    s = P.schedule
-    if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, str(args.model)):
-        raise DataError(msg)
+    ckpt = load_checkpoint(args.model)
+    check_checkpoint(P, ckpt, str(args.model), sampling=False)
+    model, sched, ckpt = build_model_from_checkpoint(ckpt, device)
     c = P.residuals
     chi, spikes = run(model, sched, to_model(val_x).to(device), ckpt["history"], int(ckpt["n_train"]),
                       n_t=c.n_t, draws_per_t=c.draws_per_t, alpha=c.alpha, seed=P.seed, out=args.out)

@@ -10,17 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpmlab.core.checkpoint import (
-    build_sampler_from_checkpoint,
-    load_checkpoint,
-    schedule_mismatch,
-)
+from ddpmlab.core.checkpoint import build_sampler_from_checkpoint, load_checkpoint
 from ddpmlab.core.device import FastDenoiser, resolve_device
 from ddpmlab.core.generate import Generated, generate
-from ddpmlab.core.sampling import SamplerSpec
 from ddpmlab.pipeline.command import command, stage_parser
+from ddpmlab.pipeline.configs import check_checkpoint, sampler_spec
 from ddpmlab.pipeline.io import write_json
-from ddpmlab.pipeline.schema import ParamError, load_params
+from ddpmlab.pipeline.schema import load_params
 
 
 def trajectory_rows(traj: list, m: int) -> np.ndarray:
@@ -57,14 +53,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     P = load_params(args.params)
     device = resolve_device(args.device)
-    model, sched, ckpt = build_sampler_from_checkpoint(load_checkpoint(args.model), device, P.sample.guidance)
-    s = P.schedule
-    if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, str(args.model)):
-        raise ParamError("T/schedule", P.T, msg)
+    ckpt = load_checkpoint(args.model)
+    check_checkpoint(P, ckpt, str(args.model))
+    model, sched, ckpt = build_sampler_from_checkpoint(ckpt, device, P.sample.guidance)
     c, mc = P.sample, ckpt["model_config"]
     shape = (mc["in_channels"], mc["image_size"], mc["image_size"])
-    spec = SamplerSpec(c.sampler, c.steps, c.eta, c.variance, c.spacing)
-    g = generate(FastDenoiser(model, device, compile=c.compile), sched, spec, c.n_samples, c.batch_size, P.seed, shape, device, c.trajectory_frames)
+    g = generate(FastDenoiser(model, device, compile=c.compile), sched, sampler_spec(c), c.n_samples, c.batch_size, P.seed, shape, device, c.trajectory_frames)
     guide = {"guidance": c.guidance, "guide_fraction": ckpt["train_config"].get("guide_fraction", 0.0) if c.guidance != 1 else 0.0}
     write_json(args.figures / "sampling.json", {"sampler": c.sampler, **guide, **save_samples(g, args.out, args.figures)})
     print(f"sample: {len(g.images)} images with {c.sampler} ({g.steps} steps) in {g.seconds:.1f} s")

@@ -4,23 +4,19 @@ T, the schedule and the network come from the checkpoint; params.yaml disagreein
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ddpmlab.core.checkpoint import (
-    build_sampler_from_checkpoint,
-    load_checkpoint,
-    schedule_mismatch,
-)
+from ddpmlab.core.checkpoint import build_sampler_from_checkpoint, load_checkpoint
 from ddpmlab.core.device import FastDenoiser, resolve_device
-from ddpmlab.core.fid import InceptionFeatures
-from ddpmlab.core.metrics import Extractor, MetricSpec
-from ddpmlab.core.sweep import CheckpointMismatch, run_sweep, summary, sweep_specs
+from ddpmlab.core.metrics import Extractor
+from ddpmlab.core.sweep import run_sweep, summary, sweep_specs
 from ddpmlab.pipeline.command import command, stage_parser
+from ddpmlab.pipeline.configs import check_checkpoint
 from ddpmlab.pipeline.data.splits import load_array
+from ddpmlab.pipeline.features import inception_extractor, metric_spec
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import load_params
 
@@ -53,15 +49,13 @@ def sweep_checkpoint(ckpt: dict, P, extract: Extractor, ref: np.ndarray, device)
     """The sweep of a trained checkpoint (`core.checkpoint.load_checkpoint`) with the settings of a
     validated params.yaml (`schema.Params`: sweep, seed, sample.batch_size and guidance, evaluate's KID and k).
     T, schedule and image shape come from the checkpoint; params disagreeing with it raise CheckpointMismatch."""
-    s = P.schedule
-    if msg := schedule_mismatch(ckpt["schedule_config"], P.T, s.name, s.beta_start, s.beta_end, "the checkpoint"):
-        raise CheckpointMismatch(msg)
+    check_checkpoint(P, ckpt, "the checkpoint")
     model, sched, _ = build_sampler_from_checkpoint(ckpt, device, P.sample.guidance)  # the pipeline's own denoiser
     mc = ckpt["model_config"]
-    sw, ev = P.sweep, P.evaluate
+    sw = P.sweep
     return run_sweep(FastDenoiser(model, device), sched, (mc["in_channels"], mc["image_size"], mc["image_size"]),
                      sweep_specs(sw.steps, sw.etas, sw.ddpm, sched.T), sw.n_samples, P.sample.batch_size, P.seed, extract, ref,
-                     MetricSpec(ev.kid_subsets, ev.kid_subset_size, ev.prc_k, P.seed), device)
+                     metric_spec(P), device)
 
 
 @dataclass
@@ -92,7 +86,7 @@ def main(argv=None):
     P = load_params(args.params)
     device = resolve_device(args.device)
     ref = load_array(args.reference, "features")  # before the weights: cheap first
-    extract = partial(InceptionFeatures(args.weights, device), batch=P.evaluate.batch_size, desc="features")
+    extract = inception_extractor(P, args.weights, device)
     df = sweep_checkpoint(load_checkpoint(args.model), P, extract, ref, device)
     write(df, args.out)
     print(df.to_string(index=False))
