@@ -391,14 +391,15 @@ def test_ema_warm_up_changes_the_ema_only_and_is_recorded(tmp_path, data):
 
 
 def test_stratified_t_puts_one_t_in_each_stratum_and_uniform_is_unchanged():
-    from ddpmlab.core.training import derive_seed, step_randomness
+    from ddpmlab.core.streams import Stream, stream_seed
+    from ddpmlab.core.training import step_randomness
 
     T, B = 1000, 16
     for step in range(50):
         t, _, _ = step_randomness(B, T, (3, 4, 4), 0, step, "cpu", "stratified")
         assert sorted((t * B // T).tolist()) == list(range(B))  # exactly one t in each of the B strata of 0..T-1
         t_old, noise, flip = step_randomness(B, T, (3, 4, 4), 0, step, "cpu")
-        g = torch.Generator().manual_seed(derive_seed(0, 2, step))  # the uniform draws as before the option existed
+        g = torch.Generator().manual_seed(stream_seed(0, Stream.TRAIN_NOISE, step))  # the uniform draws of the TRAIN_NOISE stream
         assert torch.equal(t_old, torch.randint(0, T, (B,), generator=g)) and torch.equal(noise, torch.randn((B, 3, 4, 4), generator=g))
     ts = torch.cat([step_randomness(B, T, (1, 1, 1), 0, s, "cpu", "stratified")[0] for s in range(2000)])
     counts = torch.bincount(ts * 10 // T, minlength=10).double()  # each t_i is uniform: tenths of 0..T-1 equally full

@@ -14,6 +14,7 @@ import numpy as np
 
 from ddpmlab.core.fid import fid_from_features, kid_from_features
 from ddpmlab.core.precision_recall import precision_recall
+from ddpmlab.core.streams import Stream, stream_seed
 
 # FID's bias at small N is large (Chong & Forsyth 2020); below this many images prefer KID.
 FID_RELIABLE_N = 2048
@@ -24,18 +25,24 @@ Extractor = Callable[[np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class MetricSpec:
     """How to compute the metrics: KID subsets and subset size (capped at the image counts), k of the
-    precision/recall k-NN radii (capped at N-1), and the seed of the KID subsets."""
+    precision/recall k-NN radii (capped at N-1), and the experiment seed (the KID subsets draw from its
+    KID_SUBSETS stream)."""
 
     kid_subsets: int
     kid_subset_size: int
     prc_k: int
     seed: int
 
+    @property
+    def kid_seed(self) -> int:
+        """The 32-bit seed of torch-fidelity's KID subset draws (numpy RandomState takes 32 bits)."""
+        return stream_seed(self.seed, Stream.KID_SUBSETS, bits=32)
+
 
 def feature_metrics(gen: np.ndarray, ref: np.ndarray, spec: MetricSpec) -> dict:
     """gen [N_g, D], ref [N_r, D] -> flat dict of metrics with the N, subset size and k actually used."""
     subset = min(spec.kid_subset_size, len(gen), len(ref))
-    kid, kid_std = kid_from_features(gen, ref, spec.kid_subsets, subset, spec.seed)
+    kid, kid_std = kid_from_features(gen, ref, spec.kid_subsets, subset, spec.kid_seed)
     pr = precision_recall(gen, ref, spec.prc_k)
     return {
         "fid": fid_from_features(gen, ref),

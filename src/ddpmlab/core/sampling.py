@@ -1,7 +1,8 @@
 """Training objective and samplers.
 
-Randomness is an argument: every sampler draws image i's noise from its own generator seeded by
-(seed, i), so an image depends on (seed, index) and never on the batch it was generated in.
+Randomness is an argument: every sampler draws image i's noise from its own generator, seeded by
+stream (seed, SAMPLE_NOISE, i), so an image depends on (seed, index) and never on the batch it was
+generated in.
 """
 
 from __future__ import annotations
@@ -19,12 +20,7 @@ from ddpmlab.core.schedule import (
     q_posterior_mean,
     q_sample,
 )
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (numpy SeedSequence): distinct inputs give independent streams."""
-    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
+from ddpmlab.core.streams import Stream, stream_seed
 
 
 def v_target(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -116,10 +112,10 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "linspace") -> np.ndarray:
 
 
 class NoiseSource:
-    """Per-image Gaussian noise: image `index` always draws from generator (seed, index)."""
+    """Per-image Gaussian noise: image `index` always draws from stream (seed, SAMPLE_NOISE, index)."""
 
     def __init__(self, seed: int, indices, shape, device):
-        self.gens = [torch.Generator().manual_seed(derive_seed(seed, int(i))) for i in indices]
+        self.gens = [torch.Generator().manual_seed(stream_seed(seed, Stream.SAMPLE_NOISE, int(i))) for i in indices]
         self.shape, self.device = tuple(shape), device
 
     def draw(self) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Training (Ho et al. Algorithm 1) with EMA, validation loss, and exact resume.
 
 All randomness of a step (batch order, flips, t, noise, dropout) is drawn from generators seeded
-by (seed, epoch) and (seed, step). A resumed run therefore continues with exactly the numbers an
+by named streams (core.streams) of (seed, epoch) and (seed, step). A resumed run therefore continues with exactly the numbers an
 uninterrupted run would have used; no RNG state has to be saved, and nothing depends on how
 often the run was interrupted. Checkpoint files: core.checkpoint; which state a run may resume
 from: core.state; device, precision and processes: core.runtime.
@@ -27,12 +27,12 @@ from ddpmlab.core.residuals.stats import training_stats
 from ddpmlab.core.runtime import Runtime, make_runtime
 from ddpmlab.core.sampling import (
     as_eps_predictor,
-    derive_seed,
     eps_space_factor,
     per_sample_loss,
 )
 from ddpmlab.core.schedule import Schedule, extract, q_sample
 from ddpmlab.core.state import BOOKKEEPING, StateFile, resume_key
+from ddpmlab.core.streams import Stream, stream_seed
 from ddpmlab.core.unet import UNet, UNetConfig, count_params
 
 
@@ -142,7 +142,7 @@ def loss_weights(sched: Schedule, t: torch.Tensor, gamma: float, prediction: str
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, 1, epoch)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(seed, Stream.EPOCH_ORDER, epoch)))
 
 
 def step_randomness(batch: int, T: int, shape, seed: int, step: int, device, t_sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -154,7 +154,7 @@ def step_randomness(batch: int, T: int, shape, seed: int, step: int, device, t_s
     0..T-1 (the loss is unbiased, the same objective); the batch's loss varies less from step to step."""
     if t_sampling not in T_SAMPLINGS:
         raise ValueError(f"t_sampling must be one of {T_SAMPLINGS}, got {t_sampling!r}")
-    g = torch.Generator(device=device).manual_seed(derive_seed(seed, 2, step))
+    g = torch.Generator(device=device).manual_seed(stream_seed(seed, Stream.TRAIN_NOISE, step))
     if t_sampling == "uniform":
         t = torch.randint(0, T, (batch,), generator=g, device=device)
     else:
@@ -168,7 +168,7 @@ def step_randomness(batch: int, T: int, shape, seed: int, step: int, device, t_s
 
 def fixed_validation_draws(n: int, draws: int, T: int, shape, seed: int):
     """The same (t, noise) for every validation evaluation, so epochs are comparable. [n*draws]."""
-    g = torch.Generator().manual_seed(derive_seed(seed, 3))
+    g = torch.Generator().manual_seed(stream_seed(seed, Stream.VALIDATION))
     t = torch.randint(0, T, (n * draws,), generator=g)
     noise = torch.randn((n * draws, *shape), generator=g)
     return t, noise
@@ -225,7 +225,7 @@ def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: tor
     x0 = xs[idx.to(xs.device)]
     if cfg.hflip:
         x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-    torch.manual_seed(derive_seed(seed, 4, step, rt.dist.rank))  # dropout
+    torch.manual_seed(stream_seed(seed, Stream.DROPOUT, step, rt.dist.rank))
     with rt.autocast():
         loss_each = per_sample_loss(net, sched, x0, t, rt.layout(noise), cfg.prediction)
     # the gradient is of the weighted loss in the network's own space; the logged loss is the unweighted
@@ -280,7 +280,7 @@ class TrainResult:
 
 def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path: Path, model_path: Path, log=None,
           stop_after_epochs: int | None = None, code: str = "", say=print) -> TrainResult:
-    """Train to setup.train.epochs, resuming from this experiment's state (core.state) if there is one.
+    """Train to setup.train.epochs, resuming from this experiment's state (training.state) if there is one.
 
     train_x, val_x: uint8 [N, H, W, C]. log: callable(record) per epoch (dvclive in the stage; rank 0
     only), replayed for the resumed epochs. stop_after_epochs: stop early (tests simulate an
@@ -295,7 +295,7 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
     key = resume_key(setup.experiment(), train_x, val_x, code)
     store = StateFile(state_path, key, say=say if dist.main else (lambda _: None))
 
-    torch.manual_seed(seed)  # weight init: identical on every rank
+    torch.manual_seed(stream_seed(seed, Stream.WEIGHT_INIT))  # identical on every rank
     model = UNet(setup.model).to(device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)

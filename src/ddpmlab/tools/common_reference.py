@@ -64,7 +64,7 @@ def score(images: np.ndarray, ref_features: np.ndarray, size: int, extract: Extr
     feats = extract(resize_images(images, size))
     draw = min(draw, len(feats))
     subset = min(spec.kid_subset_size, draw, len(ref_features))  # as feature_metrics caps it
-    kids = [kid_from_features(feats[i : i + draw], ref_features, spec.kid_subsets, subset, spec.seed)[0]
+    kids = [kid_from_features(feats[i : i + draw], ref_features, spec.kid_subsets, subset, spec.kid_seed)[0]
             for i in range(0, len(feats) - draw + 1, draw)]  # KID only: FID and precision/recall per draw would be discarded
     whole = feature_metrics(feats, ref_features, spec)
     return {

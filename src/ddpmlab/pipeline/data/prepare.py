@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ddpmlab.core.errors import DataError
+from ddpmlab.core.streams import Stream, stream_seed
 from ddpmlab.pipeline.schema import SQUARE_MODES, ParamError
 
 WHITE = (255, 255, 255)
@@ -136,7 +137,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     if n < 2:
         raise DataError(f"need at least 2 usable images to split into train and validation, found {n}")
     n_val = min(max(1, int(round(n * val_fraction))), n - 1)
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = np.random.default_rng(stream_seed(seed, Stream.SPLIT)).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
