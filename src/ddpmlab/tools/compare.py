@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ddpmlab.pipeline import dvcyaml
+from ddpmlab.pipeline.io import fmt
 
 # What is drawn, named by (stage, file) or by dvclive metric; dvc.yaml says where each lives.
 LOSS_SERIES = {"train": ("train", "train/loss"), "val": ("train", "val/loss")}  # dvclive metric names
@@ -97,14 +98,6 @@ def select(exps: list[Exp], names: list[str]) -> list[Exp]:
     return chosen
 
 
-def _fmt(v) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def tables(exps: list[Exp]) -> str:
     base = exps[0]
     keys = sorted({k for e in exps for k in e.params})
@@ -112,7 +105,7 @@ def tables(exps: list[Exp]) -> str:
     lines = ["### Parameters that differ", ""]
     if differ:
         lines += ["| param | " + " | ".join(e.name for e in exps) + " |", "|---|" + "---|" * len(exps)]
-        lines += [f"| {k} | " + " | ".join(_fmt(e.params.get(k)) for e in exps) + " |" for k in differ]
+        lines += [f"| {k} | " + " | ".join(fmt(e.params.get(k)) for e in exps) + " |" for k in differ]
     else:
         lines.append("(none: all compared runs share their parameters)")
     mkeys = sorted({k for e in exps for k in e.metrics if isinstance(e.metrics[k], (int, float)) and not isinstance(e.metrics[k], bool)})
@@ -123,11 +116,11 @@ def tables(exps: list[Exp]) -> str:
         for e in exps:
             v = e.metrics.get(k)
             if e is base or not isinstance(v, (int, float)) or not isinstance(b, (int, float)):
-                cells.append(_fmt(v))
+                cells.append(fmt(v))
             else:
                 d = v - b
                 pct = f", {100 * d / abs(b):+.1f}%" if b not in (0, None) and math.isfinite(b) else ""
-                cells.append(f"{_fmt(v)} ({d:+.4g}{pct})")
+                cells.append(f"{fmt(v)} ({d:+.4g}{pct})")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -167,7 +160,7 @@ def _finish(fig, ax, xlabel: str, ylabel: str, path: Path) -> str:
 
 def figures(exps: list[Exp], out: Path, dvc: dict) -> list[str]:
     """Overlaid loss curves, sqrt(alpha_bar_t) of each run, precision against recall, sample grids side by side."""
-    from ddpmlab.core.schedule import Schedule, make_betas
+    from ddpmlab.core.schedule import ScheduleConfig
     from ddpmlab.pipeline import figures as plotting
 
     plt = plotting.plt
@@ -186,7 +179,7 @@ def figures(exps: list[Exp], out: Path, dvc: dict) -> list[str]:
     for i, e in enumerate(exps):
         p = e.params
         try:
-            s = Schedule(make_betas(p.get("schedule.name", "linear"), int(p["T"]), p.get("schedule.beta_start", 1e-4), p.get("schedule.beta_end", 0.02)))
+            s = ScheduleConfig.from_dict({"T": p["T"], **{k: p[f"schedule.{k}"] for k in ("name", "beta_start", "beta_end")}}).build()
         except (KeyError, TypeError, ValueError):  # a run with missing or invalid schedule params has no curve to draw
             continue
         ax.plot(np.arange(1, s.T + 1), s.sqrt_alpha_bar, color=f"C{i}", label=f"{e.name}: {p.get('schedule.name')} T={s.T}")

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddpmlab.pipeline.command import stage_parser
 from ddpmlab.pipeline.schema import GateParams, ParamsError, load_params
 from ddpmlab.tools.compare import exp_show, select
 
@@ -61,9 +62,8 @@ def run_gate(rules: list[Rule], baseline: dict, metrics: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exp", help="experiment name or revision to check ('workspace' for the workspace)")
-    ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--baseline", type=Path, help="baseline metrics json (default: params gate.baseline)")
     ap.add_argument("--write-baseline", action="store_true", help="store this run's gated metrics as the baseline")
     args = ap.parse_args(argv)

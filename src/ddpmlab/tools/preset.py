@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from ddpmlab.core.errors import UserError
+from ddpmlab.pipeline.command import stage_parser
 from ddpmlab.pipeline.schema import ParamsError, read_yaml, validate
 
 
@@ -89,14 +90,13 @@ def command(preset_path: Path, params_path: Path, name: str | None, extra: list[
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddpmlab.tools.preset", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser(__doc__, prog="python -m ddpmlab.tools.preset", formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", type=Path, help="a preset file (presets/*.yaml)")
     ap.add_argument("-n", "--name", help="experiment name (default: the file's name without .yaml)")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file it applies to (default: params.yaml)")
     ap.add_argument("--print", action="store_true", help="print the dvc command instead of running it")
     args, extra = ap.parse_known_args(argv)
     try:
-        cmd = command(args.preset, args.params, args.name, extra)
+        cmd = command(args.preset, Path(args.params), args.name, extra)
     except (PresetError, ParamsError) as e:
         print(f"preset: {e}", file=sys.stderr)
         return 2

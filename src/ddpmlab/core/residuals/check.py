@@ -40,7 +40,7 @@ from scipy import special, stats
 
 from ddpmlab.core.errors import UserError
 from ddpmlab.core.residuals.stats import PROBS, row_statistics, training_stats
-from ddpmlab.core.streams import Stream, stream_seed
+from ddpmlab.core.streams import Stream, numpy_rng
 
 MIN_ROWS_PER_T = 2  # the scale test compares rows at one t; sigma^2(t) needs a spread for its CI
 KS_MAX_ELEMENTS = 200_000  # the descriptive KS distance uses a fixed subsample: stable, bounded cost
@@ -333,7 +333,7 @@ def ks_distance(z: np.ndarray, seed: int = 0) -> float:
     """
     flat = z.reshape(-1)
     k = -(-flat.size // KS_MAX_ELEMENTS)
-    x = np.sort(np.square(flat[int(np.random.default_rng(stream_seed(seed, Stream.KS_SUBSAMPLE)).integers(k)) :: k].astype(np.float64)))
+    x = np.sort(np.square(flat[int(numpy_rng(seed, Stream.KS_SUBSAMPLE).integers(k)) :: k].astype(np.float64)))
     cdf = special.erf(np.sqrt(x / 2))  # chi-squared(1) CDF
     n = len(x)
     return float(max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n)))

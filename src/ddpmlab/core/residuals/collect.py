@@ -7,7 +7,7 @@ import torch
 
 from ddpmlab.core.residuals import check as R
 from ddpmlab.core.schedule import Schedule, q_sample
-from ddpmlab.core.streams import Stream, stream_seed
+from ddpmlab.core.streams import Stream, numpy_rng, torch_generator
 
 
 @torch.no_grad()
@@ -21,10 +21,10 @@ def collect_residuals(model, sched: Schedule, val_x: torch.Tensor, n_t: int, dra
     if isinstance(model, torch.nn.Module):
         model.eval()
     device, N = val_x.device, len(val_x)
-    tk, w = R.t_grid(sched.T, n_t, np.random.default_rng(stream_seed(seed, Stream.RESIDUAL_T)))
+    tk, w = R.t_grid(sched.T, n_t, numpy_rng(seed, Stream.RESIDUAL_T))
     t_all = torch.from_numpy(np.repeat(tk, N * draws))
     x_idx = torch.arange(N).repeat(len(tk) * draws)
-    noise = torch.randn((len(t_all), *val_x.shape[1:]), generator=torch.Generator().manual_seed(stream_seed(seed, Stream.RESIDUAL_NOISE)))
+    noise = torch.randn((len(t_all), *val_x.shape[1:]), generator=torch_generator(seed, Stream.RESIDUAL_NOISE))
     rs = []
     for i in range(0, len(t_all), batch):
         t = t_all[i : i + batch].to(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ddpmlab.core.streams import Stream, stream_seed
+from ddpmlab.core.streams import Stream, numpy_rng
 
 # sigma^2(t) curves on t in [0, T), each varying 50x over t (the check must not depend on them)
 CURVES = {
@@ -69,7 +69,7 @@ def rejection_rates(kind: str, n_draws: int, seed: int = 0, alpha: float = 0.01,
     fails = {c: 0 for c in R.COMPONENTS} | {"any": 0}
     ps = np.empty((n_draws, len(names)))
     for i in range(n_draws):
-        r, t = residuals(kind, np.random.default_rng(stream_seed(seed, Stream.SIMULATION, i)), curve=curves[i % len(curves)], strength=strength, **sizes)
+        r, t = residuals(kind, numpy_rng(seed, Stream.SIMULATION, i), curve=curves[i % len(curves)], strength=strength, **sizes)
         res = R.chi_squared_check(r, t, sizes.get("T", 1000), alpha)[0]
         for c in R.COMPONENTS:
             fails[c] += not getattr(res, f"{c}_ok")

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ddpmlab.core.errors import DataError
-from ddpmlab.core.streams import Stream, stream_seed
+from ddpmlab.core.streams import Stream, numpy_rng
 from ddpmlab.pipeline.schema import SQUARE_MODES, ParamError
 
 WHITE = (255, 255, 255)
@@ -70,7 +70,7 @@ def make_square(im: Image.Image, mode: str) -> Image.Image:
         s = min(w, h)
         left, top = (w - s) // 2, (h - s) // 2
         return im.crop((left, top, left + s, top + s))
-    raise ParamError("prepare.square", mode, f"one of {', '.join(SQUARE_MODES)}")
+    raise ValueError(f"square mode {mode!r}: one of {', '.join(SQUARE_MODES)}")
 
 
 def square_resize(im: Image.Image, size: int, mode: str, max_pixels: float = MAX_MEGAPIXELS * 1e6) -> Image.Image:
@@ -83,10 +83,8 @@ def square_resize(im: Image.Image, size: int, mode: str, max_pixels: float = MAX
           picture up to the antialiasing at the border, with memory bounded by the output.
     Pillow's BILINEAR widens its kernel when downscaling, i.e. it is antialiased.
     """
-    if mode not in SQUARE_MODES:
-        raise ParamError("prepare.square", mode, f"one of {', '.join(SQUARE_MODES)}")
     w, h = im.size
-    if mode == "crop" or max(w, h) ** 2 <= max_pixels:
+    if mode != "pad" or max(w, h) ** 2 <= max_pixels:  # crop (or an unknown mode, which make_square refuses)
         return make_square(im, mode).resize((size, size), Image.BILINEAR)
     s = max(w, h)
     nw, nh = max(1, round(w * size / s)), max(1, round(h * size / s))
@@ -137,7 +135,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     if n < 2:
         raise DataError(f"need at least 2 usable images to split into train and validation, found {n}")
     n_val = min(max(1, int(round(n * val_fraction))), n - 1)
-    perm = np.random.default_rng(stream_seed(seed, Stream.SPLIT)).permutation(n)
+    perm = numpy_rng(seed, Stream.SPLIT).permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -153,7 +151,8 @@ class Prepared:
 
 def prepare_folder(images_dir: Path, image_size: int, square: str, val_fraction: float, seed: int,
                    max_megapixels: float = MAX_MEGAPIXELS, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> Prepared:
-    """Every file of `images_dir` (sorted by name, so the result does not depend on the file system)."""
+    """Every file of `images_dir` (sorted by name, so the result does not depend on the file system).
+    The square mode is checked here, once: a bad mode inside the loop would read as a bad file."""
     if square not in SQUARE_MODES:
         raise ParamError("prepare.square", square, f"one of {', '.join(SQUARE_MODES)}")
     files = sorted(p for p in images_dir.iterdir() if p.is_file()) if images_dir.is_dir() else []

@@ -16,7 +16,7 @@ from ddpmlab.core.memorization import Memorization
 from ddpmlab.core.residuals import check as R
 from ddpmlab.pipeline import dvcyaml
 from ddpmlab.pipeline.command import command, stage_parser
-from ddpmlab.pipeline.io import read_json
+from ddpmlab.pipeline.io import fmt, read_json
 from ddpmlab.pipeline.schema import load_params
 
 # What the report reads: key -> (the stage that writes it, its file name). The folders are dvc.yaml's
@@ -47,17 +47,9 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start).replace(os.sep, "/")
 
 
-def _fmt(v, digits=4):
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}" if math.isfinite(v) else "n/a"
-    return "n/a" if v is None else str(v)
-
-
 def _table(rows: list[tuple]) -> str:
     out = ["| quantity | value |", "|---|---|"]
-    out += [f"| {k} | {_fmt(v)} |" for k, v in rows]
+    out += [f"| {k} | {fmt(v)} |" for k, v in rows]
     return "\n".join(out)
 
 
@@ -147,7 +139,7 @@ Forward process on one training image at t = {sched['forward_t']}:
 
 ## Training
 
-{train.get('step', 0) + 1} epochs; final train loss {_fmt(train.get('train', {}).get('loss'))}, validation loss {_fmt(train.get('val', {}).get('loss'))} (EMA weights),
+{train.get('step', 0) + 1} epochs; final train loss {fmt(train.get('train', {}).get('loss'))}, validation loss {fmt(train.get('val', {}).get('loss'))} (EMA weights),
 {speed['img_per_s']:.0f} images/s, {speed['seconds']:.0f} s of training{' (resumed from epoch %d)' % speed['resumed_from_epoch'] if speed['resumed_from_epoch'] else ''}.
 
 {img('loss_plot', 'loss curves')}
@@ -210,7 +202,7 @@ def residuals_section(chi: R.CheckResult, spikes: R.SpikeResult, by_t: pd.DataFr
             if not math.isfinite(x.statistic):  # e.g. the channel correlation of one-channel images: no such test
                 tests.append(f"| {comp} | {R.TEST_LABELS[n]} | n/a | n/a | n/a (not defined for this data) | not tested |")
                 continue
-            tests.append(f"| {comp} | {R.TEST_LABELS[n]} | {_fmt(x.statistic)} | {x.p:.2g} | {x.effect:.4g} [{x.lo:.4g}, {x.hi:.4g}] | {_fmt(x.rejected)} |")
+            tests.append(f"| {comp} | {R.TEST_LABELS[n]} | {fmt(x.statistic)} | {x.p:.2g} | {x.effect:.4g} [{x.lo:.4g}, {x.hi:.4g}] | {fmt(x.rejected)} |")
     return f"""**Verdict:** {chi.verdict_reading()}.
 
 - {chi.marginal_reading()}.
@@ -226,7 +218,7 @@ chi-squared(1) (descriptive, not a test) is {chi.ks:.4f}.
 {chr(10).join(tests)}
 
 sigma^2(t), the validation MSE at each t of the grid, with its 95% CI over rows (the loss-spike prediction integrates it over t
-with the stratum weights; observed / predicted epoch spread {_fmt(spikes.observed_std, 3)} / {_fmt(spikes.predicted_std, 3)}):
+with the stratum weights; observed / predicted epoch spread {fmt(spikes.observed_std, 3)} / {fmt(spikes.predicted_std, 3)}):
 
 {img('loss_by_t_plot', 'sigma^2(t)')}
 

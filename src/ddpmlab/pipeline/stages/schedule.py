@@ -11,7 +11,7 @@ import torch
 
 from ddpmlab.core.images import grid, to_model, to_uint8
 from ddpmlab.core.schedule import Schedule, make_betas, q_sample
-from ddpmlab.core.streams import Stream, stream_seed
+from ddpmlab.core.streams import Stream, torch_generator
 from ddpmlab.pipeline import figures as plotting
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_split
@@ -54,7 +54,7 @@ def forward_strip(image: np.ndarray, sched: Schedule, ts, seed: int, path) -> li
     """q(x_t | x_0) of one uint8 [H, W, 3] image at the steps ts (clipped to T-1), one noise draw."""
     ts = sorted({min(int(t), sched.T - 1) for t in ts})
     x0 = to_model(image[None]).repeat(len(ts), 1, 1, 1)
-    noise = torch.randn(x0[:1].shape, generator=torch.Generator().manual_seed(stream_seed(seed, Stream.FORWARD_STRIP))).repeat(len(ts), 1, 1, 1)
+    noise = torch.randn(x0[:1].shape, generator=torch_generator(seed, Stream.FORWARD_STRIP)).repeat(len(ts), 1, 1, 1)
     xt = q_sample(sched, x0, torch.tensor(ts), noise)
     scale = max(1, 96 // image.shape[0])
     grid(to_uint8(xt), ncol=len(ts), scale=scale).save(path)
