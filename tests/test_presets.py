@@ -319,11 +319,12 @@ def mirror(tmp_path_factory):
 def dvc_project(d: Path, cache: Path | None) -> dict:
     """This project's pipeline (dvc.yaml, stages, src, params.yaml) in a fresh git + DVC repository at d."""
     (d / "params.yaml").write_text(committed_params_text())
-    for name in ("dvc.yaml", "stages", "src"):
+    for name in ("dvc.yaml", "stages", "src", ".gitignore", ".dvcignore", "data/own/README.md"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, d / name)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")

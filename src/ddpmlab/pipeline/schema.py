@@ -124,8 +124,8 @@ class DataParams(Section):
                 raise _at("url", self.url, "an http://, https:// or file:// URL without spaces or '..' segments (data.source = url)")
             if not re.fullmatch(r"[0-9a-f]{64}", self.url_sha256):
                 raise _at("url_sha256", self.url_sha256, "the archive's sha256 as 64 lowercase hex digits (data.source = url)")
-        if self.source == "folder" and not self.folder:
-            raise _at("folder", self.folder, "a folder of images (data.source = folder)")
+        if not self.folder:  # dvc.yaml lists it as the download stage's dependency, so it names a folder whatever the source
+            raise _at("folder", self.folder, "a folder (default data/own), the folder of images when data.source = folder")
         if self.source in PRESETS:
             files: PresetFiles = getattr(self, self.source)
             if not re.match(r"^(https?|file)://\S+$", files.url):
