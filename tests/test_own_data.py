@@ -31,7 +31,7 @@ def repro(d: Path, env: dict) -> set[str]:
 
 
 def up_to_date(d: Path, env: dict) -> bool:
-    return "Data and pipelines are up to date" in dvc(["status", "prepare"], d, env)
+    return "Data and pipelines are up to date" in dvc(["status", "--with-deps", "prepare"], d, env)
 
 
 def manifest(d: Path) -> dict:
@@ -41,7 +41,7 @@ def manifest(d: Path) -> dict:
 def use_folder(d: Path, folder: str) -> None:
     p = committed_params()
     p["data"].update(source="folder", folder=folder)
-    p["prepare"].update(image_size=16, val_fraction=0.25)
+    p["prepare"].update(val_fraction=0.25)
     (d / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
@@ -121,3 +121,20 @@ def test_a_folder_elsewhere_then_renamed(project, other_fs):
     ran = repro(d, env)
     assert "download" in ran and manifest(d)["folder"] == str(renamed) and manifest(d)["count"] == 9
     assert up_to_date(d, env)
+
+
+def test_versioned_with_dvc_add(project):
+    """`git rm -r --cached data/own && dvc add data/own` versions the images (README's recipe): data/own.dvc is not
+    git-ignored, and the dependency still works."""
+    d, env = project
+    save_images(d / "data/own", 8, seed=6)
+    use_folder(d, "data/own")
+    r = subprocess.run(["git", "rm", "-rq", "--cached", "data/own"], cwd=d, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    dvc(["add", "data/own"], d, env)
+    r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=d, env=env, capture_output=True, text=True)
+    assert "data/own.dvc" in r.stdout and "data/own/00.png" not in r.stdout, r.stdout
+    assert repro(d, env) == {"download", "prepare"} and manifest(d)["count"] == 8
+    save_images(d / "data/own", 1, seed=7, first=8)
+    assert not up_to_date(d, env)
+    assert repro(d, env) == {"download", "prepare"} and manifest(d)["count"] == 9
