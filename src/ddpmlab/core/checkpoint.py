@@ -11,7 +11,6 @@ model (residuals, sample, sweep) do not depend on the training code or the resum
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import sys
 import zipfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ddpmlab.core.errors import DataError, UserError
+from ddpmlab.core.files import write_bytes
 from ddpmlab.core.sampling import AutoGuided, as_eps_predictor
 from ddpmlab.core.schedule import Schedule, ScheduleConfig
 from ddpmlab.core.unet import UNet, UNetConfig
@@ -58,15 +58,7 @@ def checkpoint_bytes(obj: dict) -> bytes:
 def save_atomic(obj: dict, path: Path) -> None:
     """Write a temporary file, fsync, then rename: a kill (or power loss) mid-write leaves the previous
     file intact, and a reader never sees half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    data = checkpoint_bytes(obj)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes(path, checkpoint_bytes(obj))
 
 
 class CheckpointMismatch(UserError, ValueError):

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ddpmlab.core.files import atomic_path
+
 
 def to_model(x_uint8: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, C] -> float32 [N, C, H, W] in [-1, 1]."""
@@ -49,4 +51,5 @@ def save_gif(frames: list[Image.Image], path, frame_ms: int = 100, last_ms: int 
     if not frames:
         raise ValueError("save_gif needs at least one frame")
     durations = [frame_ms] * (len(frames) - 1) + [last_ms]
-    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)

@@ -9,12 +9,14 @@ import matplotlib
 matplotlib.use("Agg")  # stages run headless (CI, dvc exp queue workers)
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ddpmlab.core.files import atomic_path
+
 
 def save(fig, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     # fixed metadata so identical figures give identical bytes (DVC hashes them)
-    fig.savefig(path, dpi=110, metadata={"Software": None} if path.suffix == ".png" else None)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, metadata={"Software": None} if path.suffix == ".png" else None)
     plt.close(fig)
     return path

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from ddpmlab.core.files import atomic_path, write_text
+
 
 def _clean(obj):
     """JSON-safe: NaN/inf become null (json.dumps would write invalid JSON), numpy scalars become Python."""
@@ -21,10 +23,7 @@ def _clean(obj):
 
 
 def write_json(path: str | Path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(obj), indent=1, sort_keys=True) + "\n")
-    return path
+    return write_text(path, json.dumps(_clean(obj), indent=1, sort_keys=True) + "\n")
 
 
 def read_json(path: str | Path):
@@ -38,3 +37,26 @@ def fmt(v, digits: int = 4) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}g}" if math.isfinite(v) else "n/a"
     return "n/a" if v is None else str(v)
+
+
+def save_npz(path: str | Path, **arrays) -> Path:
+    """np.savez_compressed, atomically (core.files)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return Path(path)
+
+
+def save_image(image, path: str | Path) -> Path:
+    """A PIL image (format from the suffix), atomically."""
+    with atomic_path(path) as tmp:
+        image.save(tmp)
+    return Path(path)
+
+
+def save_csv(frame, path: str | Path, **kwargs) -> Path:
+    """A pandas DataFrame as CSV (DataFrame.to_csv's keywords), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **kwargs)
+    return Path(path)

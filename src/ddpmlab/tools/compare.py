@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ddpmlab.core.files import write_text
 from ddpmlab.pipeline import dvcyaml
 from ddpmlab.pipeline.io import fmt
 
@@ -233,7 +234,7 @@ def main(argv=None) -> Path:
     made = figures(exps, args.out, dvc)
     md = "\n".join([f"## Experiment comparison: {', '.join(e.name for e in exps)}", "", tables(exps), "", prc_note(exps), ""]
                    + [f"![{m}]({m})" for m in made]) + "\n"
-    (args.out / "compare.md").write_text(md)
+    write_text(args.out / "compare.md", md)
     print(md)
     return args.out / "compare.md"
 

@@ -14,6 +14,7 @@ import ast
 import re
 from pathlib import Path
 
+from ddpmlab.core.files import write_text
 from ddpmlab.pipeline.imports import imports_of, module_closure
 
 LAYERS = ("core", "pipeline", "tools")
@@ -92,7 +93,7 @@ def sync_dvc_yaml(root: Path, write: bool = False) -> dict[str, tuple[list[str],
         out.append(line)
         i += 1
     if write:
-        (root / "dvc.yaml").write_text("".join(out))
+        write_text(root / "dvc.yaml", "".join(out))
     return diffs
 
 

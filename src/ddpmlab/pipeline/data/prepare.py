@@ -25,7 +25,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ddpmlab.core.errors import DataError
+from ddpmlab.core.files import write_text
 from ddpmlab.core.streams import Stream, numpy_rng
+from ddpmlab.pipeline.io import save_image, save_npz
 from ddpmlab.pipeline.schema import SQUARE_MODES, ParamError
 
 WHITE = (255, 255, 255)
@@ -204,8 +206,8 @@ def prepare_from_params(params, images_dir: Path) -> Prepared:
 
 def save_prepared(prep: Prepared, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "train.npz", images=prep.train, names=np.array(prep.train_names))
-    np.savez_compressed(out_dir / "val.npz", images=prep.val, names=np.array(prep.val_names))
+    save_npz(out_dir / "train.npz", images=prep.train, names=np.array(prep.train_names))
+    save_npz(out_dir / "val.npz", images=prep.val, names=np.array(prep.val_names))
 
 
 def write_reports(prep: Prepared, out_dir: Path) -> None:
@@ -214,8 +216,8 @@ def write_reports(prep: Prepared, out_dir: Path) -> None:
     from ddpmlab.pipeline import figures as plotting
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stats.json").write_text(json.dumps(prep.stats, indent=1, sort_keys=True))
-    grid(prep.train[:256], pad=1, scale=2 if prep.train.shape[1] <= 32 else 1).save(out_dir / "contact_sheet.png")
+    write_text(out_dir / "stats.json", json.dumps(prep.stats, indent=1, sort_keys=True))
+    save_image(grid(prep.train[:256], pad=1, scale=2 if prep.train.shape[1] <= 32 else 1), out_dir / "contact_sheet.png")
     fig, ax = plotting.plt.subplots(figsize=(4.5, 4))
     w, h = np.array(prep.raw_sizes).T
     ax.scatter(w, h, s=10, alpha=0.6)

@@ -3,14 +3,12 @@ against the training split's reference features."""
 
 from pathlib import Path
 
-import numpy as np
-
 from ddpmlab.core.device import resolve_device
 from ddpmlab.core.metrics import evaluate_samples, summary
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_array
 from ddpmlab.pipeline.features import inception_extractor, metric_spec
-from ddpmlab.pipeline.io import write_json
+from ddpmlab.pipeline.io import save_npz, write_json
 from ddpmlab.pipeline.schema import load_params
 
 
@@ -28,7 +26,7 @@ def main(argv=None):
     extract = inception_extractor(P, args.weights, resolve_device(args.device), desc="sample features")
     feats, m = evaluate_samples(images, ref, extract, metric_spec(P))
     args.features.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.features, features=feats)
+    save_npz(args.features, features=feats)
     write_json(args.out, m)
     print(f"evaluate: {summary(m)}")
 

@@ -9,7 +9,7 @@ import numpy as np
 from ddpmlab.core.memorization import Memorization, analyse
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_array, load_split
-from ddpmlab.pipeline.io import write_json
+from ddpmlab.pipeline.io import save_image, write_json
 from ddpmlab.pipeline.schema import load_params
 
 
@@ -38,7 +38,7 @@ def figures(samples, train, details, m: Memorization, out_dir, n_pairs: int = 8)
     pairs = np.stack([np.stack([samples[i], bank[details["s_idx"][i]]]) for i in order])  # [n, 2, H, W, 3]
     scale = max(1, 64 // samples.shape[1])
     # top row: the samples closest to a training image; bottom row: that training image (maybe mirrored)
-    grid(pairs.transpose(1, 0, 2, 3, 4).reshape(-1, *samples.shape[1:]), ncol=len(order), scale=scale).save(out_dir / "closest_pairs.png")
+    save_image(grid(pairs.transpose(1, 0, 2, 3, 4).reshape(-1, *samples.shape[1:]), ncol=len(order), scale=scale), out_dir / "closest_pairs.png")
 
 
 @command("memorization")

@@ -2,12 +2,11 @@
 
 from pathlib import Path
 
-import numpy as np
-
 from ddpmlab.core.device import resolve_device
 from ddpmlab.core.fid import InceptionFeatures
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_split
+from ddpmlab.pipeline.io import save_npz
 from ddpmlab.pipeline.schema import load_params
 
 
@@ -23,7 +22,7 @@ def main(argv=None):
     for images, out in args.split:
         feats = extractor(load_split(Path(images)), batch, desc=f"features of {Path(images).name}")
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, features=feats)
+        save_npz(out, features=feats)
         print(f"reference: {len(feats)} feature vectors of {images} -> {out}")
 
 

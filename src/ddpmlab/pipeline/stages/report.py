@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ddpmlab.core.errors import DataError
+from ddpmlab.core.files import write_text
 from ddpmlab.core.memorization import Memorization
 from ddpmlab.core.residuals import check as R
 from ddpmlab.pipeline import dvcyaml
@@ -168,7 +169,7 @@ Closest samples (top) and their nearest training images (bottom, possibly mirror
 
 {img('closest_pairs', 'closest pairs')}
 """
-    out.write_text(md)
+    write_text(out, md)
     return md
 
 

@@ -23,7 +23,7 @@ from ddpmlab.core.schedule import Schedule
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.configs import check_checkpoint
 from ddpmlab.pipeline.data.splits import load_split
-from ddpmlab.pipeline.io import write_json
+from ddpmlab.pipeline.io import save_csv, save_npz, write_json
 from ddpmlab.pipeline.schema import load_params
 
 
@@ -49,9 +49,9 @@ def run(model, sched: Schedule, val_x: torch.Tensor, history: list, n_train: int
     spikes = R.spike_check(train_losses, s2, w, chi.D, n_train, alpha, widths)
 
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "residuals.npz", r=r, t=t, T=np.int64(sched.T))
-    pd.DataFrame({"t": s2.t, "sigma2": s2.sigma2, "ci_lo": s2.lo, "ci_hi": s2.hi, "rows": s2.rows, "weight": w}).to_csv(
-        out / "loss_by_t.csv", index=False, float_format="%.6g")
+    save_npz(out / "residuals.npz", r=r, t=t, T=np.int64(sched.T))
+    save_csv(pd.DataFrame({"t": s2.t, "sigma2": s2.sigma2, "ci_lo": s2.lo, "ci_hi": s2.hi, "rows": s2.rows, "weight": w}),
+             out / "loss_by_t.csv", index=False, float_format="%.6g")
     plot_all(r, t, s2, rows, chi, spikes, train_losses, out, seed=seed)
     loss_curves(history, out / "loss.png")
     m = R.metrics(chi, spikes)

@@ -15,7 +15,7 @@ from ddpmlab.core.device import FastDenoiser, resolve_device
 from ddpmlab.core.generate import Generated, generate
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.configs import check_checkpoint, sampler_spec
-from ddpmlab.pipeline.io import write_json
+from ddpmlab.pipeline.io import save_image, save_npz, write_json
 from ddpmlab.pipeline.schema import load_params
 
 
@@ -34,10 +34,10 @@ def save_samples(g: Generated, out, figures, traj_images: int = 8) -> dict:
     out, figures = Path(out), Path(figures)
     out.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "samples.npz", images=g.images)
+    save_npz(out / "samples.npz", images=g.images)
     scale = max(1, 64 // g.images.shape[1])
-    grid(g.images, scale=scale).save(figures / "grid.png")
-    grid(trajectory_rows(g.trajectory, traj_images), ncol=len(g.trajectory), scale=scale).save(figures / "trajectory.png")
+    save_image(grid(g.images, scale=scale), figures / "grid.png")
+    save_image(grid(trajectory_rows(g.trajectory, traj_images), ncol=len(g.trajectory), scale=scale), figures / "trajectory.png")
     # the same frames as an animation: the first images side by side, x_T to x_0, looping
     m = min(traj_images, len(g.trajectory[0]))
     save_gif([grid(f[:m], ncol=min(m, 4), scale=scale) for f in g.trajectory], figures / "trajectory.gif")

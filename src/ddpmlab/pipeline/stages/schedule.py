@@ -15,7 +15,7 @@ from ddpmlab.core.streams import Stream, torch_generator
 from ddpmlab.pipeline import figures as plotting
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.data.splits import load_split
-from ddpmlab.pipeline.io import write_json
+from ddpmlab.pipeline.io import save_csv, save_image, write_json
 from ddpmlab.pipeline.schema import load_params
 
 
@@ -57,7 +57,7 @@ def forward_strip(image: np.ndarray, sched: Schedule, ts, seed: int, path) -> li
     noise = torch.randn(x0[:1].shape, generator=torch_generator(seed, Stream.FORWARD_STRIP)).repeat(len(ts), 1, 1, 1)
     xt = q_sample(sched, x0, torch.tensor(ts), noise)
     scale = max(1, 96 // image.shape[0])
-    grid(to_uint8(xt), ncol=len(ts), scale=scale).save(path)
+    save_image(grid(to_uint8(xt), ncol=len(ts), scale=scale), path)
     return ts
 
 
@@ -91,7 +91,7 @@ def main(argv=None):
     s = P.schedule
     m, rows = analyse(s.name, P.T, s.beta_start, s.beta_end, s.compare_T, s.compare_names, s.forward_t,
                       s.max_sqrt_alpha_bar_T, load_split(args.train)[0], P.seed, args.out)
-    pd.DataFrame(rows).to_csv(args.out / "terminal.csv", index=False, float_format="%.6g")
+    save_csv(pd.DataFrame(rows), args.out / "terminal.csv", index=False, float_format="%.6g")
     write_json(args.out / "metrics.json", m)
     print(f"schedule: {s.name} T={P.T}: alpha_bar_T={m['alpha_bar_T']:.3g}, sqrt(alpha_bar_T)={m['sqrt_alpha_bar_T']:.3g}")
     if m["x_T_not_pure_noise"]:

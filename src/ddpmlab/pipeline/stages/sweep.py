@@ -17,7 +17,7 @@ from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.configs import check_checkpoint
 from ddpmlab.pipeline.data.splits import load_array
 from ddpmlab.pipeline.features import inception_extractor, metric_spec
-from ddpmlab.pipeline.io import write_json
+from ddpmlab.pipeline.io import save_csv, write_json
 from ddpmlab.pipeline.schema import load_params
 
 
@@ -69,7 +69,7 @@ def write(df: pd.DataFrame, out: Path) -> SweepOutputs:
     """sweep.csv (the DVC plot), sweep.png and metrics.json in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     o = SweepOutputs(out / "sweep.csv", out / "sweep.png", out / "metrics.json")
-    df.to_csv(o.table, index=False, float_format="%.6g")
+    save_csv(df, o.table, index=False, float_format="%.6g")
     plot(df, o.figure)
     write_json(o.metrics, summary(df))
     return o
