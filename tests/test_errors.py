@@ -78,6 +78,16 @@ def test_the_wrapper_prints_one_line_for_a_user_error_and_lets_a_bug_raise(capsy
         bug([])
 
 
+def test_a_crash_run_as_a_command_exits_3_with_its_traceback(tmp_path):
+    """Exit 1 means a finding (a regression, "not consistent"): a bug must never read as one."""
+    script = tmp_path / "crash.py"
+    script.write_text("from ddpmlab.pipeline.command import command\n\n@command('demo')\ndef main(argv=None):\n"
+                      "    raise RuntimeError('a bug')\n\nmain()\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" in r.stderr and "RuntimeError: a bug" in r.stderr and "demo: crashed (a bug" in r.stderr
+
+
 def test_a_stage_given_bad_input_exits_2_with_one_line(tmp_path):
     """Through the door dvc.yaml runs: a missing model file and an unknown device."""
     bad = tmp_path / "params.yaml"

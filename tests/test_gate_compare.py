@@ -1,6 +1,8 @@
 """The regression gate's rules, the comparison's parsing of `dvc exp show --json`, and how both find files via dvc.yaml."""
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,30 @@ def test_no_pipeline_path_is_written_in_python(f):
     outs = set(dvcyaml.producers(DVC))
     paths = outs | {Path(p).parent.as_posix() for p in outs}  # files and their folders, e.g. reports/sample
     assert not [p for p in sorted(paths) if "/" in p and p in text]
+
+
+@pytest.mark.parametrize("text", ['{"train:val.loss": 0.', "", "[1, 2]", '{"train:val.loss": null}', '{"evaluate:kid": "0.1"}', "\xff\xfe"])
+def test_gate_refuses_a_bad_baseline_in_one_line_exit_2(tmp_path, text):
+    """Truncated, empty, list-shaped, null- or string-valued, undecodable: exit 2 (bad input), never 1 (a regression)."""
+    from .conftest import committed_params_file
+
+    (tmp_path / "base.json").write_bytes(text.encode("latin-1"))
+    r = subprocess.run([sys.executable, "-m", "ddpmlab.tools.gate", "smoke", "--params", str(committed_params_file()), "--baseline", "base.json"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("gate: baseline base.json: ") and "re-record it" in r.stderr
+
+
+def test_write_baseline_refuses_a_run_without_a_gated_metric(tmp_path, monkeypatch, capsys):
+    """Writing null for a missing metric would crash every later gate: refused, nothing written."""
+    from ddpmlab.tools import gate
+
+    from .conftest import committed_params_file
+
+    run = Exp("smoke", "abc", params={}, metrics={"train:val.loss": 0.2, "evaluate:kid": 0.1})  # no residuals:chi2_ks
+    monkeypatch.setattr(gate, "exp_show", lambda: [run])
+    with pytest.raises(SystemExit) as e:
+        gate.main(["smoke", "--params", str(committed_params_file()), "--baseline", str(tmp_path / "b.json"), "--write-baseline"])
+    assert e.value.code == 2 and not (tmp_path / "b.json").exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "smoke has no finite value for residuals:chi2_ks" in err

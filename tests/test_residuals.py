@@ -264,3 +264,14 @@ def test_predicted_std_closed_form():
     # constant sigma^2 = s: L = s chi2(D)/D has variance 2 s^2 / D, and no uncertainty from the grid
     std, se = R.predicted_epoch_std(np.full(10, 0.5), np.full(10, 0.1), D=50, n=10)
     assert std == pytest.approx(np.sqrt(2 * 0.25 / 50 / 10)) and se == pytest.approx(0)
+
+
+@pytest.mark.parametrize("T, shown", [(np.inf, "inf"), (20.5, "20.5"), (1000.0, "1000.0"), (0, "0"), (True, "True")])
+def test_cli_T_must_be_a_positive_integer(tmp_path, T, shown):
+    """T = inf once crashed with exit 1 (the "not consistent" status) and T = 20.5 was taken as 20: now exit 2, one line."""
+    r, t = S.residuals("null", np.random.default_rng(0), n_images=6, n_t=20, shape=(3, 16, 16))
+    p = tmp_path / "r.npz"
+    np.savez(p, r=r, t=t, T=T)
+    out = subprocess.run([sys.executable, "-m", "ddpmlab.tools.residuals", "check", str(p)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "T must be one positive integer" in out.stderr and shown in out.stderr

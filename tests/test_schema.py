@@ -218,3 +218,19 @@ def test_tests_read_the_committed_params_never_the_working_file():
     offenders = [f"{p.name}:{i}" for p in sorted((ROOT / "tests").glob("*.py")) if p.name != "conftest.py"
                  for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == [], "read params through conftest.committed_params*: " + ", ".join(offenders)
+
+
+def test_a_key_given_twice_is_refused_naming_it(tmp_path):
+    """PyYAML keeps the last of two equal keys; the schema refuses the file, naming the key and both lines."""
+    text = committed_params_text()
+    lines = text.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("  lr:"))
+    lines.insert(at + 1, "  lr: 0.5\n")
+    (tmp_path / "params.yaml").write_text("".join(lines))
+    with pytest.raises(ParamsError, match=rf"train\.lr is given twice \(lines {at + 1} and {at + 2}\)"):
+        load_params(tmp_path / "params.yaml")
+    r = subprocess.run([sys.executable, str(ROOT / "stages" / "schedule.py"), "--params", str(tmp_path / "params.yaml"), "--train", "x.npz",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=tmp_path,
+                       env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "train.lr is given twice" in r.stderr

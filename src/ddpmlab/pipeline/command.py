@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import traceback
 
 from ddpmlab.core.errors import UserError
 from ddpmlab.core.names import DEVICES
 
-BAD_INPUT = 2  # exit status for a user error (argparse uses 2 for bad arguments as well)
+# Exit statuses, one meaning each in every command: 0 done; 1 a finding (the gate found a regression, the residual
+# check "not consistent"); 2 bad input (argparse uses 2 for bad arguments as well); 3 a crash (a bug: traceback).
+FINDING, BAD_INPUT, CRASH = 1, 2, 3
 
 
 def command(name: str):
     """Decorate a `main(argv=None)`: a UserError or a missing input file prints `name: message` (one line) to
-    stderr and exits 2; Ctrl-C exits 130 with one line; any other exception is a bug and raises as it is."""
+    stderr and exits 2; Ctrl-C exits 130 with one line; any other exception is a bug: called with a list of
+    arguments (tests, other code) it raises as it is; run as a command (argv None) it prints the traceback
+    and exits 3, so a crash never reads as a finding (1)."""
 
     def wrap(main):
         @functools.wraps(main)
@@ -28,6 +33,12 @@ def command(name: str):
             except KeyboardInterrupt:
                 print(f"{name}: interrupted", file=sys.stderr)
                 sys.exit(130)
+            except Exception:
+                if argv is not None:
+                    raise
+                traceback.print_exc()
+                print(f"{name}: crashed (a bug, not a finding about your data): please report the traceback above", file=sys.stderr)
+                sys.exit(CRASH)
             sys.exit(BAD_INPUT)
 
         return run

@@ -399,13 +399,31 @@ def validate(data: Any) -> Params:
         raise ParamsError(_one_line(err, data)) from None
 
 
+def _refuse_duplicate_keys(path: Path, node, where: str = "") -> None:
+    """A key given twice in one mapping would silently be last-wins (DVC refuses such a file): ParamsError."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            dotted = f"{where}.{name}" if where else str(name)
+            if name is not None and name in seen:
+                raise ParamsError(f"{path}: {dotted} is given twice (lines {seen[name]} and {key.start_mark.line + 1}): keep one")
+            if name is not None:
+                seen[name] = key.start_mark.line + 1
+            _refuse_duplicate_keys(path, value, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(path, item, f"{where}[{i}]")
+
+
 def read_yaml(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run the stage from the repository root (or pass --params)")
     try:
-        with path.open() as f:
-            data = yaml.load(f, Loader=_ParamsLoader)
+        text = path.read_text()
+        _refuse_duplicate_keys(path, yaml.compose(text, Loader=_ParamsLoader))
+        data = yaml.load(text, Loader=_ParamsLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -16,19 +16,24 @@ import io
 import json
 import math
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ddpmlab.core.errors import UserError
 from ddpmlab.core.files import write_text
 from ddpmlab.pipeline import dvcyaml
+from ddpmlab.pipeline.command import command
 from ddpmlab.pipeline.io import fmt
 
 # What is drawn, named by (stage, file) or by dvclive metric; dvc.yaml says where each lives.
 LOSS_SERIES = {"train": ("train", "train/loss"), "val": ("train", "val/loss")}  # dvclive metric names
 GRID = ("sample", "grid.png")
+
+
+class CompareError(UserError):
+    """What to compare cannot be found or read (one line)."""
 
 
 @dataclass
@@ -78,7 +83,7 @@ def parse_exp_show(rows: list) -> list[Exp]:
 def exp_show() -> list[Exp]:
     r = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if r.returncode != 0:
-        sys.exit(f"compare: `dvc exp show --json` failed: {r.stderr.strip()[-1000:]}")
+        raise CompareError(f"`dvc exp show --json` failed: {' '.join(r.stderr.strip().split())[-1000:]}")
     return parse_exp_show(json.loads(r.stdout))
 
 
@@ -94,7 +99,7 @@ def select(exps: list[Exp], names: list[str]) -> list[Exp]:
     for n in names:
         match = [e for e in exps if e.name == n or (e.rev and e.rev.startswith(n))]
         if not match:
-            sys.exit(f"compare: no experiment named {n!r}; known: {', '.join(e.name for e in exps)}")
+            raise CompareError(f"no experiment named {n!r}; known: {', '.join(e.name for e in exps)}")
         chosen.append(match[0])
     return chosen
 
@@ -216,6 +221,7 @@ def figures(exps: list[Exp], out: Path, dvc: dict) -> list[str]:
     return made
 
 
+@command("compare")
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exps", nargs="*", help="experiment names or revisions; the first is the baseline (default: see above)")
@@ -226,10 +232,10 @@ def main(argv=None) -> Path:
         dvc = dvcyaml.load(args.dvc_yaml)
         dvcyaml.output(dvc, *GRID)
     except dvcyaml.DvcYamlError as e:
-        sys.exit(f"compare: {e}")
+        raise CompareError(str(e)) from None
     exps = select(exp_show(), args.exps)
     if not exps:
-        sys.exit("compare: nothing to compare (no commit or experiment found)")
+        raise CompareError("nothing to compare (no commit or experiment found)")
     args.out.mkdir(parents=True, exist_ok=True)
     made = figures(exps, args.out, dvc)
     md = "\n".join([f"## Experiment comparison: {', '.join(e.name for e in exps)}", "", tables(exps), "", prc_note(exps), ""]

@@ -7,6 +7,9 @@ params.yaml `gate.rules` (validated by `schema.GateParams`): each names a metric
 (as `python -m ddpmlab.tools.compare` shows them, e.g. `train:val.loss`), whether lower or higher is better,
 and the tolerated worsening in percent or absolute units. A metric missing from the run fails the gate
 (never a silent pass).
+
+Exit status: 0 passed (or baseline written), 1 a regression, 2 bad input (params, a baseline that is not a JSON
+object of finite numbers, a metric the run to record lacks), 3 a crash.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddpmlab.core.errors import UserError
 from ddpmlab.core.files import write_text
-from ddpmlab.pipeline.command import stage_parser
-from ddpmlab.pipeline.schema import GateParams, ParamsError, load_params
+from ddpmlab.pipeline.command import FINDING, command, stage_parser
+from ddpmlab.pipeline.schema import GateParams, load_params
 from ddpmlab.tools.compare import exp_show, select
 
 
@@ -54,6 +58,35 @@ class Rule:
                 f"({self.better} is better); tolerance {tol}")
 
 
+class GateError(UserError):
+    """A baseline or a run the gate cannot use (one line)."""
+
+
+MAX_BASELINE_BYTES = 1 << 20
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_baseline(path: Path, rules: list[Rule], exp_name: str) -> dict:
+    """The baseline file: a JSON object holding a finite number for every gated metric, else GateError."""
+    if not path.is_file():
+        raise GateError(f"baseline {path} not found; record one with `python -m ddpmlab.tools.gate {exp_name} --write-baseline` and commit it")
+    if path.stat().st_size > MAX_BASELINE_BYTES:
+        raise GateError(f"baseline {path}: {path.stat().st_size} bytes, more than a baseline of metrics holds ({MAX_BASELINE_BYTES}); re-record it")
+    try:
+        baseline = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise GateError(f"baseline {path}: not valid JSON ({str(e).splitlines()[0][:120]}); re-record it with --write-baseline") from None
+    if not isinstance(baseline, dict):
+        raise GateError(f"baseline {path}: a JSON {type(baseline).__name__}, expected an object of metric: number; re-record it with --write-baseline")
+    bad = [r.metric for r in rules if r.metric in baseline and not _number(baseline[r.metric])]
+    if bad:
+        raise GateError(f"baseline {path}: {bad[0]} = {baseline[bad[0]]!r} is not a finite number; re-record it with --write-baseline")
+    return baseline
+
+
 def rules_from_params(gate: GateParams) -> list[Rule]:
     return [Rule(r.metric, r.better, r.max_worse_pct, r.max_worse_abs) for r in gate.rules]
 
@@ -62,33 +95,32 @@ def run_gate(rules: list[Rule], baseline: dict, metrics: dict) -> list[str]:
     return [m for m in (r.check(baseline, metrics) for r in rules) if m]
 
 
+@command("gate")
 def main(argv=None) -> int:
     ap = stage_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exp", help="experiment name or revision to check ('workspace' for the workspace)")
     ap.add_argument("--baseline", type=Path, help="baseline metrics json (default: params gate.baseline)")
     ap.add_argument("--write-baseline", action="store_true", help="store this run's gated metrics as the baseline")
     args = ap.parse_args(argv)
-    try:
-        P = load_params(args.params)
-    except ParamsError as e:
-        sys.exit(f"gate: {e}")
+    P = load_params(args.params)
     rules, path = rules_from_params(P.gate), args.baseline or Path(P.gate.baseline)
+    baseline = None if args.write_baseline else read_baseline(path, rules, args.exp)  # before asking dvc: fail fast
     exp = select(exp_show(), [args.exp])[0]
     if args.write_baseline:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, json.dumps({r.metric: exp.metrics.get(r.metric) for r in rules}, indent=1, sort_keys=True) + "\n")
+        missing = [r.metric for r in rules if not _number(exp.metrics.get(r.metric))]
+        if missing:
+            raise GateError(f"{exp.name} has no finite value for {', '.join(missing)} (got {exp.metrics.get(missing[0])!r}); "
+                            "a baseline must hold every gated metric: run the pipeline to the end first")
+        write_text(path, json.dumps({r.metric: exp.metrics[r.metric] for r in rules}, indent=1, sort_keys=True) + "\n")
         print(f"gate: baseline for {len(rules)} metrics written to {path} from {exp.name}")
         return 0
-    if not path.is_file():
-        sys.exit(f"gate: baseline {path} not found; record one with `python -m ddpmlab.tools.gate {args.exp} --write-baseline` and commit it")
-    baseline = json.loads(path.read_text())
     failures = run_gate(rules, baseline, exp.metrics)
     for r in rules:
         print(f"gate: {r.metric}: baseline {baseline.get(r.metric)!r}, {exp.name} {exp.metrics.get(r.metric)!r}")
     if failures:
         print("\n".join(failures), file=sys.stderr)
         print(f"gate: FAILED ({len(failures)} of {len(rules)} rules)", file=sys.stderr)
-        return 1
+        return FINDING
     print(f"gate: passed ({len(rules)} rules)")
     return 0
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from ddpmlab.core.errors import UserError
+from ddpmlab.pipeline.command import command as as_command
 from ddpmlab.pipeline.command import stage_parser
 from ddpmlab.pipeline.schema import ParamsError, read_yaml, validate
 
@@ -89,6 +90,7 @@ def command(preset_path: Path, params_path: Path, name: str | None, extra: list[
     return ["dvc", "exp", "run", "-n", name or preset_path.stem, *set_params(sets), *extra]
 
 
+@as_command("preset")
 def main(argv=None) -> int:
     ap = stage_parser(__doc__, prog="python -m ddpmlab.tools.preset", formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", type=Path, help="a preset file (presets/*.yaml)")

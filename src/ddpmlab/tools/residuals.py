@@ -5,7 +5,7 @@
 FILE.npz holds r [M, C, H, W] float (eps - eps_theta(x_t, t)), t [M] int (0-based timesteps, each
 shared by at least 2 rows) and T (the number of diffusion steps). Prints the reading (with --json:
 the verdict, every test's statistic, p-value and effect size, and the reading). Exit status: 0 when
-the residuals are consistent with the conjecture, 1 when not, 2 on bad input (one line on stderr).
+the residuals are consistent with the conjecture, 1 when not, 2 on bad input (one line on stderr), 3 on a crash.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from ddpmlab.core.errors import DataError
 from ddpmlab.core.residuals import check as R
+from ddpmlab.pipeline.command import FINDING, command
 from ddpmlab.pipeline.data.splits import read_array
 from ddpmlab.pipeline.io import _clean
 
@@ -40,6 +41,7 @@ def load(path: str) -> tuple[np.ndarray, np.ndarray, int]:
         raise R.ResidualInputError(str(e)) from None
 
 
+@command("residuals check")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ddpmlab.tools.residuals", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
         print(json.dumps(_clean(doc), indent=1))
     else:
         print(res.reading())
-    return 0 if res.verdict else 1
+    return 0 if res.verdict else FINDING
 
 
 if __name__ == "__main__":

@@ -66,10 +66,11 @@ def from_metrics(cls, metrics: dict, prefix: str):
 def validate(r, t, T) -> tuple[np.ndarray, np.ndarray, int]:
     """Check residuals r [M, C, H, W] float, t [M] int in 0..T-1; raise ResidualInputError (one line)."""
     r, t = np.asarray(r), np.asarray(t)
-    try:
-        T = int(np.asarray(T).item())
-    except (ValueError, TypeError):
-        raise ResidualInputError(f"T must be one integer, got an array of shape {np.shape(T)}") from None
+    T_ = np.asarray(T)
+    if T_.size != 1 or not np.issubdtype(T_.dtype, np.integer) or T_.item() < 1:
+        shown = f"an array of shape {T_.shape}" if T_.size != 1 else f"{T_.item()!r} ({T_.dtype})"
+        raise ResidualInputError(f"T must be one positive integer (the number of diffusion steps), got {shown}")
+    T = int(T_.item())
     if r.ndim != 4 or not np.issubdtype(r.dtype, np.floating):
         raise ResidualInputError(f"r must be a float array [M, C, H, W], got {r.dtype} of shape {r.shape}")
     M, C, H, W = r.shape
