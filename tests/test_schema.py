@@ -8,6 +8,7 @@ import sys
 import typing
 
 import pytest
+import yaml
 
 from ddpmlab.pipeline import schema
 from ddpmlab.pipeline.schema import Params, ParamsError, load_params, validate
@@ -234,3 +235,14 @@ def test_a_key_given_twice_is_refused_naming_it(tmp_path):
                        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert "train.lr is given twice" in r.stderr
+
+
+@pytest.mark.parametrize("section", ["sample", "sweep"])
+def test_n_samples_has_a_stated_bound(section):
+    """A billion samples once ran out of memory instead of stopping: refused with the bound (README states it)."""
+    p = yaml.safe_load(committed_params_text())
+    p[section]["n_samples"] = 1_000_000_000
+    with pytest.raises(ParamsError, match=rf"{section}\.n_samples = 1000000000 is invalid; .*50000"):
+        validate(p)
+    p[section]["n_samples"] = 50_000
+    validate(p)
