@@ -90,3 +90,16 @@ def test_evaluate_samples_uses_the_injected_extractor():
     feats, m = evaluate_samples(images, ref, extract, MetricSpec(5, 8, 3, 0))
     assert feats.shape == (10, 3) and np.array_equal(feats, extract(images))
     assert m == feature_metrics(feats, ref, MetricSpec(5, 8, 3, 0))
+
+
+def test_float32_samples_against_float64_reference_as_peers_accept():
+    """What a torch extractor returns (float32) against stored float64 features: once a bare AssertionError from
+    torch-fidelity's dtype check; now the same metrics as with both upcast."""
+    rng = np.random.default_rng(9)
+    real, gen = rng.normal(size=(40, 6)), rng.normal(size=(30, 6)).astype(np.float32)
+    spec = MetricSpec(kid_subsets=10, kid_subset_size=20, prc_k=3, seed=0)
+    assert feature_metrics(gen, real, spec) == feature_metrics(gen.astype(np.float64), real, spec)
+    r32 = real.astype(np.float32)
+    assert feature_metrics(r32, gen, spec) == feature_metrics(r32.astype(np.float64), gen.astype(np.float64), spec)
+    with pytest.raises(ValueError, match=r"one D for both, got \(30, 6\) and \(40, 5\)"):
+        feature_metrics(gen, real[:, :5], spec)

@@ -40,7 +40,15 @@ class MetricSpec:
 
 
 def feature_metrics(gen: np.ndarray, ref: np.ndarray, spec: MetricSpec) -> dict:
-    """gen [N_g, D], ref [N_r, D] -> flat dict of metrics with the N, subset size and k actually used."""
+    """gen [N_g, D], ref [N_r, D] -> flat dict of metrics with the N, subset size and k actually used.
+    Both are computed on in float64, whatever the dtype of each (torch extractors give float32; torch-fidelity
+    asserts equal dtypes; clean-fid and pytorch-fid accept the mix): ValueError for shapes that cannot be compared."""
+    gen, ref = np.asarray(gen), np.asarray(ref)
+    if gen.ndim != 2 or ref.ndim != 2 or gen.shape[1] != ref.shape[1]:
+        raise ValueError(f"features must be [N, D] with one D for both, got {gen.shape} and {ref.shape}")
+    if not (np.issubdtype(gen.dtype, np.floating) and np.issubdtype(ref.dtype, np.floating)):
+        raise ValueError(f"features must be floating point, got {gen.dtype} and {ref.dtype}")
+    gen, ref = gen.astype(np.float64, copy=False), ref.astype(np.float64, copy=False)
     subset = min(spec.kid_subset_size, len(gen), len(ref))
     kid, kid_std = kid_from_features(gen, ref, spec.kid_subsets, subset, spec.kid_seed)
     pr = precision_recall(gen, ref, spec.prc_k)
