@@ -33,7 +33,7 @@ The loss-spike prediction integrates that estimate over t with the strata weight
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 from scipy import special, stats
@@ -56,7 +56,11 @@ class ResidualInputError(UserError, ValueError):
 
 def from_metrics(cls, metrics: dict, prefix: str):
     """Rebuild a result dataclass from the flat metrics written by `metrics()` (null, i.e. NaN in JSON, back to NaN)."""
-    return cls(**{f.name: (float("nan") if metrics[prefix + f.name] is None else metrics[prefix + f.name]) for f in fields(cls)})
+    def value(f):
+        v = metrics.get(prefix + f.name, f.default) if f.default is not MISSING else metrics[prefix + f.name]
+        return float("nan") if v is None else v
+
+    return cls(**{f.name: value(f) for f in fields(cls)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,6 +145,7 @@ class TestResult:
     lo: float
     hi: float
     rejected: bool = False
+    extra: dict = field(default_factory=dict)  # further numbers a reading needs, flattened as <name>_<key>
 
 
 def _t_test(a: np.ndarray, null: float, scale: float = 1.0) -> tuple[float, float, float, float, float]:
@@ -186,6 +191,9 @@ def scale_test(log_top: np.ndarray, log_bottom: np.ndarray, t: np.ndarray) -> Te
 
     Effect: sd of log per-row scale = sqrt(cov(log_top, log_bottom)) / 2 (pooled within t; a shared
     factor s_i^2 is the only source of covariance between disjoint halves), with a normal-theory CI.
+    A shared scale can only make the covariance positive: when its whole 95% interval lies below 0 the data
+    contradict that model, and the effect and its interval are NaN rather than a zero-width "0% to 0%";
+    extra holds the covariance and its interval, so the reading can say what the data show.
     """
     _, inv, n = np.unique(t, return_inverse=True, return_counts=True)
     start = np.concatenate([[0], np.cumsum(n)[:-1]])
@@ -201,15 +209,19 @@ def scale_test(log_top: np.ndarray, log_bottom: np.ndarray, t: np.ndarray) -> Te
     rho = 1 - 6 * d2[use] / (n[use] * (n[use] ** 2 - 1.0))  # Spearman, per t
     num, den = float(np.sum((n[use] - 1) * rho)), float(np.sum(n[use] - 1))
     if den == 0:
-        return TestResult("scale", float("nan"), float("nan"), float("nan"), float("nan"), float("nan"))
+        return TestResult("scale", float("nan"), float("nan"), float("nan"), float("nan"), float("nan"),
+                          extra=dict.fromkeys(("cov", "cov_lo", "cov_hi"), float("nan")))
     a = log_top - (np.bincount(inv, log_top) / n)[inv]
     b = log_bottom - (np.bincount(inv, log_bottom) / n)[inv]
     sxy, sxx, syy = a @ b, a @ a, b @ b
     z = num / np.sqrt(den)
     cov, va, vb = sxy / den, sxx / den, syy / den
     se = np.sqrt((va * vb + cov**2) / den)
+    extra = {"cov": float(cov), "cov_lo": float(cov - 1.96 * se), "cov_hi": float(cov + 1.96 * se)}
+    if extra["cov_hi"] < 0:
+        return TestResult("scale", float(z), float(stats.norm.sf(z)), float("nan"), float("nan"), float("nan"), extra=extra)
     sd = lambda c: float(np.sqrt(max(c, 0.0)) / 2)  # noqa: E731
-    return TestResult("scale", float(z), float(stats.norm.sf(z)), sd(cov), sd(cov - 1.96 * se), sd(cov + 1.96 * se))
+    return TestResult("scale", float(z), float(stats.norm.sf(z)), sd(cov), sd(cov - 1.96 * se), sd(cov + 1.96 * se), extra=extra)
 
 
 def holm(pvalues: dict[str, float], alpha: float) -> dict[str, bool]:
@@ -279,6 +291,9 @@ class CheckResult:
     correlation_ok: bool
     scale_ok: bool
     verdict: bool
+    scale_cov: float = float("nan")  # split-half covariance of log scales within t, and its 95% CI
+    scale_cov_lo: float = float("nan")
+    scale_cov_hi: float = float("nan")
 
     def test(self, name: str) -> TestResult:
         g = lambda f: getattr(self, f"{name}_{f}")  # noqa: E731
@@ -311,6 +326,11 @@ class CheckResult:
 
     def scale_reading(self) -> str:
         s = self.test("scale")
+        if self.scale_cov_hi < 0:  # what a shared scale cannot produce: say what the data show instead
+            return (f"The two halves of an image are anti-correlated in log scale (split-half covariance {self.scale_cov:.3g}, "
+                    f"95% CI {self.scale_cov_lo:.3g} to {self.scale_cov_hi:.3g}): a per-image scale shared by the whole image can only "
+                    f"make it positive, so that model does not describe these residuals and no sd of per-image scale is reported "
+                    f"(the test for unequal scales, p = {s.p:.2g}, has nothing to find)")
         nums = f"sd of log per-image scale {100 * s.effect:.2g}% (CI {100 * s.lo:.2g}% to {100 * s.hi:.2g}%)"
         if self.scale_ok:
             return f"Images at the same t share one residual scale (no difference at the family-wise level, p = {s.p:.2g}): {nums}"
@@ -365,7 +385,8 @@ def chi_squared_check(r, t, T, alpha: float = 0.01, rows: dict | None = None, se
     flat = {}
     for k, v in tests.items():
         v.rejected = rejected[k]
-        flat.update({f"{k}_stat": v.statistic, f"{k}_p": v.p, k: v.effect, f"{k}_lo": v.lo, f"{k}_hi": v.hi, f"{k}_rejected": v.rejected})
+        flat.update({f"{k}_stat": v.statistic, f"{k}_p": v.p, k: v.effect, f"{k}_lo": v.lo, f"{k}_hi": v.hi, f"{k}_rejected": v.rejected,
+                     **{f"{k}_{e}": x for e, x in v.extra.items()}})
     ok = {f"{c}_ok": not any(rejected[n] for n in names) for c, names in COMPONENTS.items()}
     res = CheckResult(
         alpha=alpha, n_rows=M, n_t=len(s2.t), rows_per_t_min=int(s2.rows.min()), D=D,
