@@ -177,6 +177,7 @@ def schedule_dir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["metrics.json", "terminal.csv", "sqrt_alpha_bar.png", "forward_process.png"])
 def test_a_stage_killed_mid_write_keeps_the_previous_file(schedule_dir, name):
     """json (write_json), csv (pandas), png (matplotlib and Pillow): killed halfway through writing `name`."""
@@ -194,6 +195,7 @@ def test_a_stage_killed_mid_write_keeps_the_previous_file(schedule_dir, name):
     assert partial_files(target) == [] and target.read_bytes() != before
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_leaves_nothing_partial(schedule_dir):
     """RLIMIT_FSIZE (what a full disk looks like to a writer: the write fails part way) makes writes beyond 4 KB fail."""
     d = schedule_dir

@@ -363,6 +363,7 @@ CASES = {  # preset -> (options, images expected, channels, class names expected
 }
 
 
+@pytest.mark.slow  # dvc repro of two stages per preset
 @pytest.mark.parametrize("preset", list(CASES))
 def test_preset_through_dvc_from_loopback_http(mirror, project, preset):
     root, base_url = mirror
