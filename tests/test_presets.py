@@ -399,3 +399,52 @@ def test_corrupted_copy_is_refused_by_its_hash(mirror, project, tmp_path):
     assert "checksum mismatch" in out and "train-images-idx3-ubyte.gz" in out and "Traceback" not in out, out[-3000:]
     assert [line for line in out.splitlines() if line.startswith("download: checksum mismatch for")], out[-3000:]  # one line says it all
     assert not list((Path(env["XDG_CACHE_HOME"]) / "ddpmlab/downloads").glob(f"{pins(root / 'corrupted', 'mnist')['train-images-idx3-ubyte.gz']}*"))
+
+
+def test_a_pickle_calling_the_ndarray_constructor_is_refused():
+    """numpy.ndarray(shape, dtype) called by the pickle itself allocates uninitialised memory of any size: a 1 MB
+    pickle once asked for 1.7 GiB, a 4-row one gave images of process memory. Only numpy's own pickling (an
+    empty array, then its bytes) is admitted, and numpy checks those bytes against the shape."""
+    dtype_u1 = b"cnumpy\ndtype\n(Vu1\nI00\nI01\ntR(I3\nV|\nNNNI-1\nI-1\nI0\ntb"
+    for shape in (b"(I4\nI3072\nt", b"(I600000\nI3072\nt"):
+        payload = b"(dp0\nVdata\ncnumpy\nndarray\n(" + shape + dtype_u1 + b"tRsVlabels\n(lp1\ns."
+        with pytest.raises(DataError, match="only numpy's own array pickling"):
+            P.parse_cifar_batch(payload, "direct")
+    # numpy's own form with fewer bytes than the shape it claims: numpy refuses to set that state
+    good = py2_pickle({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})
+    short = good.replace(np.zeros(2 * 3072, np.uint8).tobytes(), np.zeros(3072, np.uint8).tobytes())
+    with pytest.raises(DataError):
+        P.parse_cifar_batch(short, "short")
+    x, y = P.parse_cifar_batch(good, "good")
+    assert x.shape == (2, 32, 32, 3) and list(y) == [0, 1]
+    with pytest.raises(DataError, match="N <= 10000"):
+        P.parse_cifar_batch(py2_pickle({b"data": np.zeros((10001, 3072), np.uint8), b"labels": [0] * 10001}), "big")
+
+
+@pytest.mark.parametrize("dims", [(0, 28, 28), (3, 0, 28), (3, 28, 5000)])
+def test_idx_header_with_a_zero_or_huge_side_is_refused(tmp_path, dims):
+    """A zero dimension once reached the PNG writer as a traceback ('cannot write empty image')."""
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in dims)
+    (tmp_path / "x.idx").write_bytes(header + bytes(int(np.prod(dims))))
+    with pytest.raises(DataError, match=r"header declares sizes .*each must be 1\.\.1024"):
+        P.read_idx(tmp_path / "x.idx", 3)
+
+
+@pytest.mark.parametrize("case", ["empty", "html", "truncated", "fractional"])
+def test_malformed_flowers_label_files_are_one_line(tmp_path, case):
+    """Files that pass their hash on a user's mirror but are not the label files: DataError, never a traceback;
+    labels of 1.7 are refused, not truncated to 1."""
+    from scipy.io import savemat
+
+    make_flowers(tmp_path)
+    labels = tmp_path / "imagelabels.mat"
+    if case == "empty":
+        labels.write_bytes(b"")
+    elif case == "html":
+        labels.write_bytes(b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n")
+    elif case == "truncated":
+        labels.write_bytes(labels.read_bytes()[:150])
+    else:
+        savemat(labels, {"labels": np.array([[1.7] + FLOWER_LABELS[1:]], np.float64)})
+    with pytest.raises(DataError, match="whole numbers" if case == "fractional" else "not the Flowers 102 label files"):
+        P.read_flowers_meta(labels, tmp_path / "setid.mat")

@@ -158,6 +158,9 @@ def _file_url(base: str, name: str) -> str:
 # IDX (MNIST, Fashion-MNIST)
 
 
+MAX_IDX_SIDE = 1024  # an image side in an IDX file (MNIST's are 28)
+
+
 def read_idx(path: Path | str, ndim: int) -> np.ndarray:
     """An IDX file, gzip-compressed or not -> uint8 array of its `ndim` dimensions.
 
@@ -173,6 +176,8 @@ def read_idx(path: Path | str, ndim: int) -> np.ndarray:
             if len(magic) != 4 or magic[:2] != b"\0\0" or magic[2] != 0x08 or magic[3] != ndim:
                 raise DataError(f"{path.name}: not an IDX file of uint8 with {ndim} dimensions (magic {magic.hex() or 'empty'})")
             dims = struct.unpack(f">{ndim}I", f.read(4 * ndim))
+            if 0 in dims or any(d > MAX_IDX_SIDE for d in dims[1:]):
+                raise DataError(f"{path.name}: header declares sizes {dims}; each must be 1..{MAX_IDX_SIDE} (the count at least 1)")
             n = int(np.prod(dims, dtype=np.int64))
             if n > MAX_IDX_BYTES or dims[0] > MAX_IMAGES:
                 raise DataError(f"{path.name}: header declares {dims}, more than this reader accepts ({MAX_IDX_BYTES} bytes)")
@@ -200,15 +205,32 @@ def read_idx_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np
 # CIFAR-10 (python version)
 
 
+CIFAR_BATCH = 10_000  # images in one official batch
+
+
 def _ndarray_reconstruct():
     # numpy's array-unpickling helper, whatever module numpy keeps it in (numpy.core or numpy._core)
     return np.ndarray.__reduce__(np.zeros(1, np.uint8))[0]
 
 
+class _NdarrayName:
+    """What the pickle's `numpy.ndarray` name resolves to: a token that _reconstruct accepts and nothing can call.
+    (Called directly, numpy.ndarray(shape, dtype) would allocate uninitialised memory of any size.)"""
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError("numpy.ndarray called by the file: only numpy's own array pickling (an empty array, then its bytes) is allowed")
+
+
+_NDARRAY = _NdarrayName()
+
+
 def _only_ndarray(subtype, shape, typecode):
-    if subtype is not np.ndarray:
-        raise pickle.UnpicklingError("only plain numpy arrays may be built")
-    return _ndarray_reconstruct()(subtype, shape, typecode)
+    # numpy pickles an array as _reconstruct(ndarray, (0,), 'b') and then sets its state (shape, dtype and the
+    # raw bytes, which numpy checks against the shape): only that empty start is allowed, so every array is
+    # built from bytes present in the file
+    if subtype is not _NDARRAY or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("only numpy's own array pickling (an empty array, then its bytes) is allowed")
+    return _ndarray_reconstruct()(np.ndarray, (0,), typecode)
 
 
 def _only_uint8(obj, align=False, copy=True):
@@ -224,17 +246,18 @@ class SafeUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, tuples, strings, numbers and uint8 numpy arrays; nothing else.
 
     A pickle runs code by naming a callable (a GLOBAL opcode) and calling it (REDUCE). This
-    unpickler resolves exactly three names, numpy's ndarray, its array-reconstruction helper and
-    dtype, the latter two wrapped so that they build only plain uint8 arrays (object arrays, which
-    would unpickle their elements, cannot be made). Every other name is refused, so no other class
-    or function can be reached (the pattern of the Python docs' 'Restricting Globals').
+    unpickler resolves exactly three names, numpy's ndarray (as a token that cannot be called), its
+    array-reconstruction helper and dtype, the latter two wrapped so that they build only plain uint8 arrays
+    from bytes present in the file (object arrays, which would unpickle their elements, cannot be made; nor
+    can an array allocated by shape alone). Every other name is refused, so no other class or function can be
+    reached (the pattern of the Python docs' 'Restricting Globals').
     """
 
     def find_class(self, module, name):
         if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
             return _only_ndarray
         if (module, name) == ("numpy", "ndarray"):
-            return np.ndarray
+            return _NDARRAY
         if (module, name) == ("numpy", "dtype"):
             return _only_uint8
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
@@ -267,8 +290,9 @@ def parse_cifar_batch(data: bytes, what: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = _key(d, "data"), np.asarray(_key(d, "labels"))
     except (KeyError, TypeError) as e:
         raise DataError(f"{what}: a CIFAR-10 batch is a dict with 'data' and 'labels' ({type(e).__name__}: {e})") from None
-    if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2 and x.shape[1] == 3 * 32 * 32):
-        raise DataError(f"{what}: 'data' must be uint8 [N, 3072], got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+    if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim == 2 and x.shape[1] == 3 * 32 * 32 and len(x) <= CIFAR_BATCH):
+        raise DataError(f"{what}: 'data' must be uint8 [N, 3072] with N <= {CIFAR_BATCH} (an official batch), "
+                        f"got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
     if y.shape != (len(x),) or y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() > 9)):
         raise DataError(f"{what}: 'labels' must be {len(x)} integers 0..9")
     # rows hold the R, G and B planes of a 32x32 image one after another: [N, 3, 32, 32] -> [N, 32, 32, 3]
@@ -330,12 +354,20 @@ def read_flowers_meta(labels_mat: Path, setid_mat: Path) -> tuple[np.ndarray, di
     """(labels [n_images] in 1..102, indexed by image id - 1; {split: sorted image ids}) from the .mat files."""
     from scipy.io import loadmat  # MAT v5 parser: reads arrays, runs nothing
 
+    def integers(a, what: str) -> np.ndarray:
+        a = np.asarray(a).reshape(-1)
+        if a.dtype.kind not in "iuf" or (a.dtype.kind == "f" and not np.all(np.isfinite(a) & (a == np.round(a)))):
+            raise DataError(f"{what} must hold whole numbers, got {a.dtype} values such as {a[:3].tolist()}")
+        return a.astype(np.int64)
+
     try:
-        labels = np.asarray(loadmat(labels_mat)["labels"]).reshape(-1).astype(np.int64)
+        labels = integers(loadmat(labels_mat)["labels"], f"{labels_mat.name}: labels")
         sets = loadmat(setid_mat)
-        ids = {s: np.sort(np.asarray(sets[k]).reshape(-1).astype(np.int64)) for s, k in (("train", "trnid"), ("val", "valid"), ("test", "tstid"))}
-    except (KeyError, ValueError, TypeError, OSError, NotImplementedError) as e:
-        raise DataError(f"{labels_mat.name} / {setid_mat.name}: not the Flowers 102 label files ({type(e).__name__}: {e})") from None
+        ids = {s: np.sort(integers(sets[k], f"{setid_mat.name}: {k}")) for s, k in (("train", "trnid"), ("val", "valid"), ("test", "tstid"))}
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001  scipy's MAT reader raises MatReadError, IndexError, ValueError, ... on a bad file
+        raise DataError(f"{labels_mat.name} / {setid_mat.name}: not the Flowers 102 label files ({type(e).__name__}: {str(e)[:120]})") from None
     if not len(labels) or labels.min() < 1 or labels.max() > 102:
         raise DataError(f"{labels_mat.name}: labels must be 1..102")
     for s, v in ids.items():
