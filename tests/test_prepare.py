@@ -25,6 +25,40 @@ def test_palette_with_transparency_and_grayscale():
     assert np.asarray(to_rgb(g16)).max() == 255  # scaled, not clipped to 255 from 65535 garbage
 
 
+def test_every_mode_keeps_its_levels_and_transparency_goes_on_white(tmp_path):
+    """Files as Pillow opens them (16-bit grey PNG, grey or RGB with a transparent value, CMYK, bilevel): the level
+    each pixel means, transparent pixels on the white background prepare promises. A 16-bit mid-grey image was
+    once stretched by its own maximum (to white), a grey PNG with tRNS kept its transparent pixels' grey."""
+    a16 = np.full((4, 4), 128 * 257, np.uint16)
+    a16[0, 0] = 0
+    Image.fromarray(a16).save(tmp_path / "g16.png")
+    g16 = Image.open(tmp_path / "g16.png")
+    assert g16.mode.startswith("I")
+    out = np.asarray(to_rgb(g16))
+    assert tuple(out[1, 1]) == (128, 128, 128) and tuple(out[0, 0]) == (0, 0, 0)  # a fixed 255/65535 scale
+
+    grey = Image.new("L", (4, 4), 40)
+    grey.putpixel((0, 0), 200)
+    grey.save(tmp_path / "trns.png", transparency=200)  # tRNS: grey level 200 is transparent
+    out = np.asarray(to_rgb(Image.open(tmp_path / "trns.png")))
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[1, 1]) == (40, 40, 40)
+
+    rgb = Image.new("RGB", (4, 4), (10, 20, 30))
+    rgb.putpixel((0, 0), (1, 2, 3))
+    rgb.save(tmp_path / "rgbtrns.png", transparency=(1, 2, 3))
+    out = np.asarray(to_rgb(Image.open(tmp_path / "rgbtrns.png")))
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[1, 1]) == (10, 20, 30)
+
+    a16[1, 1] = 7
+    Image.fromarray(a16).save(tmp_path / "g16t.png", transparency=7)
+    out = np.asarray(to_rgb(Image.open(tmp_path / "g16t.png")))
+    assert tuple(out[1, 1]) == (255, 255, 255) and tuple(out[2, 2]) == (128, 128, 128)
+
+    cmyk = Image.new("CMYK", (2, 2), (0, 0, 0, 0))  # no ink: white
+    assert tuple(np.asarray(to_rgb(cmyk))[0, 0]) == (255, 255, 255)
+    assert tuple(np.asarray(to_rgb(Image.new("1", (2, 2), 1)))[0, 0]) == (255, 255, 255)
+
+
 def test_pad_and_crop():
     im = Image.new("RGB", (10, 4), (0, 0, 0))
     padded = np.asarray(make_square(im, "pad"))

@@ -39,20 +39,29 @@ class ImageRejected(ValueError):
     """An image refused by its header (size, aspect ratio) before it was decoded."""
 
 
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # 16-bit grey (PNG opens it as I;16 or I): levels 0..65535
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. Transparency (RGBA, LA, palette with alpha) is composited on white."""
+    """Any PIL mode -> RGB with the levels it means. Transparency (RGBA, LA, PA, a palette or a grey or RGB
+    image with a transparent value) is composited on white; 16-bit grey is scaled by 255/65535 (a fixed scale,
+    so a dark image stays dark), which PIL's convert would clip instead."""
+    if im.mode in SIXTEEN_BIT:
+        a = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)
+        transparent = im.info.get("transparency")
+        grey = Image.fromarray((a / 257.0).round().astype(np.uint8), "L")
+        if isinstance(transparent, int):  # a tRNS grey level: those pixels are transparent
+            alpha = Image.fromarray(np.where(np.asarray(im) == transparent, 0, 255).astype(np.uint8), "L")
+            im = Image.merge("LA", (grey, alpha))
+        else:
+            im = grey
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "RGB" and "transparency" in im.info):
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode in ("RGB", "L") and "transparency" in im.info):
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, WHITE + (255,))
         return Image.alpha_composite(bg, rgba).convert("RGB")
     if im.mode != "RGB":
-        # I;16 and I grayscale scale to 8 bits first; PIL's convert would clip them
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im, dtype=np.float64)
-            a = (a / max(a.max(), 1) * 255).round().astype(np.uint8)
-            im = Image.fromarray(a, "L")
         im = im.convert("RGB")
     return im
 
