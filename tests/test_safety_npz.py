@@ -154,3 +154,23 @@ def test_residuals_check_cli_refuses_bad_npz_in_one_line(tmp_path, kind):
     assert len(lines) == 1 and lines[0].startswith("residuals check: ") and str(path) in lines[0], p.stderr
     expect = {"pickled": "pickle", "terabytes": "declares", "short": "declares", "over_limit": "declares", "negative": "declares"}
     assert expect.get(kind, "not a readable") in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", ["float_samples", "one_sample", "grey_alpha", "one_reference", "int_features", "nan_features"])
+def test_evaluate_refuses_samples_or_features_of_the_wrong_form(tmp_path, case):
+    """Well-formed .npz files holding the wrong thing: exit 2, one line naming the expected form or the minimum
+    (a single image once reached precision/recall's ValueError as a traceback)."""
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    ref = rng.standard_normal((5, 2048))
+    samples = {"float_samples": samples.astype(np.float32), "one_sample": samples[:1], "grey_alpha": samples[..., :2]}.get(case, samples)
+    ref = {"one_reference": ref[:1], "int_features": ref.astype(np.int64), "nan_features": np.where(ref > 2, np.nan, ref)}.get(case, ref)
+    np.savez(tmp_path / "s.npz", images=samples)
+    np.savez(tmp_path / "r.npz", features=ref)
+    cmd = [sys.executable, str(ROOT / "stages/evaluate.py"), "--params", str(committed_params_file()), "--samples", str(tmp_path / "s.npz"),
+           "--reference", str(tmp_path / "r.npz"), "--weights", str(tmp_path / "w.pt"), "--features", str(tmp_path / "f.npz"),
+           "--out", str(tmp_path / "m.json"), "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
+    expect = "NaN or infinite" if case == "nan_features" else ("N >= 2" if case in ("one_sample", "one_reference", "int_features") else "uint8 images")
+    assert expect in r.stderr, r.stderr

@@ -76,3 +76,26 @@ def load_array(path: Path, key: str) -> np.ndarray:
         return read_array(path, key)
     except DataError as e:
         raise DataError(f"{e}; rerun the stage that writes it") from None
+
+
+MIN_IMAGES = 2  # FID's covariance, KID's subsets and precision/recall's k-th neighbour all need two of each
+
+
+def load_images(path: Path, key: str = "images") -> np.ndarray:
+    """Images another stage wrote (samples): uint8 [N, H, W, C], C = 1 or 3, N >= 2; else DataError naming the form."""
+    images = load_array(path, key)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) < MIN_IMAGES:
+        raise DataError(f"{path}: '{key}' must be uint8 images [N, H, W, C] with C = 1 or 3 and N >= {MIN_IMAGES}, "
+                        f"got {images.dtype} {list(images.shape)}; rerun the stage that writes it")
+    return images
+
+
+def load_features(path: Path, key: str = "features") -> np.ndarray:
+    """Features another stage wrote: finite floats [N, D], N >= 2; else DataError naming the form and the minimum."""
+    f = load_array(path, key)
+    if not np.issubdtype(f.dtype, np.floating) or f.ndim != 2 or len(f) < MIN_IMAGES:
+        raise DataError(f"{path}: '{key}' must be float features [N, D] with N >= {MIN_IMAGES} (images of the split: a metric "
+                        f"needs at least {MIN_IMAGES}), got {f.dtype} {list(f.shape)}; use more images or rerun the stage that writes it")
+    if not np.all(np.isfinite(f)):
+        raise DataError(f"{path}: '{key}' holds NaN or infinite values; rerun the stage that writes it")
+    return f

@@ -6,7 +6,7 @@ from pathlib import Path
 from ddpmlab.core.device import resolve_device
 from ddpmlab.core.metrics import evaluate_samples, summary
 from ddpmlab.pipeline.command import command, stage_parser
-from ddpmlab.pipeline.data.splits import load_array
+from ddpmlab.pipeline.data.splits import load_features, load_images
 from ddpmlab.pipeline.features import inception_extractor, metric_spec
 from ddpmlab.pipeline.io import save_npz, write_json
 from ddpmlab.pipeline.schema import load_params
@@ -22,7 +22,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, type=Path, help="metrics .json")
     args = ap.parse_args(argv)
     P = load_params(args.params)
-    images, ref = load_array(args.samples, "images"), load_array(args.reference, "features")  # before the weights: cheap first
+    images, ref = load_images(args.samples), load_features(args.reference)  # before the weights: cheap first
     extract = inception_extractor(P, args.weights, resolve_device(args.device), desc="sample features")
     feats, m = evaluate_samples(images, ref, extract, metric_spec(P))
     args.features.parent.mkdir(parents=True, exist_ok=True)

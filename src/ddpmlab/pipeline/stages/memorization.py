@@ -8,7 +8,7 @@ import numpy as np
 
 from ddpmlab.core.memorization import Memorization, analyse
 from ddpmlab.pipeline.command import command, stage_parser
-from ddpmlab.pipeline.data.splits import load_array, load_split
+from ddpmlab.pipeline.data.splits import load_features, load_images, load_split
 from ddpmlab.pipeline.io import save_image, write_json
 from ddpmlab.pipeline.schema import load_params
 
@@ -54,8 +54,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     mp = load_params(args.params).memorization
     ratio, cos = mp.pixel_ratio, mp.cosine_threshold
-    samples, train, val = load_array(args.samples, "images"), load_split(args.train), load_split(args.val)
-    fs, ft, fv = load_array(args.sample_features, "features"), load_array(args.train_features, "features"), load_array(args.val_features, "features")
+    samples, train, val = load_images(args.samples), load_split(args.train), load_split(args.val)
+    fs, ft, fv = load_features(args.sample_features), load_features(args.train_features), load_features(args.val_features)
     m, details = analyse(samples, train, val, fs, ft, fv, ratio, cos)
     args.out.mkdir(parents=True, exist_ok=True)
     figures(samples, train, details, m, args.out)

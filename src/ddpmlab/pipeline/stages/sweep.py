@@ -15,7 +15,7 @@ from ddpmlab.core.metrics import Extractor
 from ddpmlab.core.sweep import run_sweep, summary, sweep_specs
 from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.configs import check_checkpoint
-from ddpmlab.pipeline.data.splits import load_array
+from ddpmlab.pipeline.data.splits import load_features
 from ddpmlab.pipeline.features import inception_extractor, metric_spec
 from ddpmlab.pipeline.io import save_csv, write_json
 from ddpmlab.pipeline.schema import load_params
@@ -85,7 +85,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     P = load_params(args.params)
     device = resolve_device(args.device)
-    ref = load_array(args.reference, "features")  # before the weights: cheap first
+    ref = load_features(args.reference)  # before the weights: cheap first
     extract = inception_extractor(P, args.weights, device)
     df = sweep_checkpoint(load_checkpoint(args.model), P, extract, ref, device)
     write(df, args.out)
