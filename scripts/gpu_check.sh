@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks of the GPU layer on a machine with an NVIDIA GPU: the benchmark, the GPU preset up to the samples and the
-# CUDA tests, each logged with timestamps. See README, "GPU preset", for the figures measured on an H100 and an H200.
+# CUDA tests, each logged with timestamps. See docs/experiments.md, "GPU preset", for the figures measured on an H100 and an H200.
 #
 #   bash scripts/gpu_check.sh LOGDIR [phases...]     # phases default to: bench preset tests
 #   bash scripts/gpu_check.sh logs tests             # only the CUDA tests

@@ -124,7 +124,7 @@ def test_a_folder_elsewhere_then_renamed(project, other_fs):
 
 
 def test_versioned_with_dvc_add(project):
-    """`git rm -r --cached data/own && dvc add data/own` versions the images (README's recipe): data/own.dvc is not
+    """`git rm -r --cached data/own && dvc add data/own` versions the images (the recipe in docs/pipeline.md): data/own.dvc is not
     git-ignored, and the dependency still works."""
     d, env = project
     save_images(d / "data/own", 8, seed=6)

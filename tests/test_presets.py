@@ -342,7 +342,7 @@ def preset_params(base: dict, preset: str, url: str, folder: Path, **preset_opts
     p["data"][preset] = {"url": url, "sha256": pins(folder, preset)}
     p["data"]["preset"].update(preset_opts)
     p["prepare"].update(val_fraction=0.25)
-    if preset in ("mnist", "fashion_mnist"):  # the README's 28 px line: 28 = 7 * 2**2
+    if preset in ("mnist", "fashion_mnist"):  # the 28 px line of docs/pipeline.md: 28 = 7 * 2**2
         p["prepare"]["image_size"] = 28
         p["model"].update(ch_mult=[1, 2, 2], attn_resolutions=[7])
     return p

@@ -5,7 +5,7 @@ rotating across draws) each test's false-alarm rate is its nominal level and the
 most alpha (Holm). Against each alternative the right component fails. CI runs small draw counts
 with bounds of 3 binomial standard errors; `-m full` runs enough draws to show the rates:
     python -m pytest tests/test_residuals_calibration.py -m full -q
-(measured figures: README, "The chi-squared check").
+(measured figures: docs/pipeline.md, "The chi-squared check").
 """
 
 import numpy as np
@@ -80,7 +80,7 @@ def test_alternatives_fail_their_component(kind, strength, component):
 
 
 # ---------------------------------------------------------------------------------------------
-# the full-size measurement (`-m slow`): the rates quoted in README
+# the full-size measurement (`-m slow`): the rates quoted in docs/pipeline.md
 
 
 @pytest.mark.full

@@ -239,7 +239,7 @@ def test_a_key_given_twice_is_refused_naming_it(tmp_path):
 
 @pytest.mark.parametrize("section", ["sample", "sweep"])
 def test_n_samples_has_a_stated_bound(section):
-    """A billion samples once ran out of memory instead of stopping: refused with the bound (README states it)."""
+    """A billion samples once ran out of memory instead of stopping: refused with the bound (docs/pipeline.md states it)."""
     p = yaml.safe_load(committed_params_text())
     p[section]["n_samples"] = 1_000_000_000
     with pytest.raises(ParamsError, match=rf"{section}\.n_samples = 1000000000 is invalid; .*50000"):

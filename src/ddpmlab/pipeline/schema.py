@@ -381,7 +381,7 @@ def _one_line(err: ValidationError, data: dict) -> str:
         hint = f"did you mean {parent + '.' if parent else ''}{near[0]}?" if near else f"valid keys here: {', '.join(valid)}"
         return f"params.yaml: {key}: unknown key; {hint}"
     if e["type"] == "missing":
-        return f"params.yaml: {key}: missing; the key must be present (see the comments in params.yaml and README)"
+        return f"params.yaml: {key}: missing; the key must be present (see the comments in params.yaml and docs/pipeline.md)"
     value = e.get("input")
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "finite_number":

@@ -40,7 +40,7 @@ from ddpmlab.pipeline.schema import TrainParams, load_params
 PRESETS = {
     # Ho et al. 2020 CIFAR-10: 35.7M parameters
     "cifar10": UNetConfig(32, ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, norm_groups=32),
-    # the README's GPU preset at 64x64
+    # the GPU preset's network (docs/experiments.md) at 64x64
     "pokemon64": UNetConfig(64, ch=64, ch_mult=(1, 2, 4, 8), num_res_blocks=2, attn_resolutions=(16, 8), dropout=0.1, norm_groups=32),
 }
 PRESET_NAMES = ("cifar10", "default", "pokemon64")  # default: params.yaml's network, read from --params

@@ -2,7 +2,7 @@
 
 `evaluate` scores each run against its own training images, at the run's own size: a 24 px run meets an
 easier reference than a 32 px run, and its lower KID then says as much about the reference as about the
-model (README, "Choosing the default"). This tool resizes every sample set to the reference's size
+model (docs/measured.md, "Choosing the default"). This tool resizes every sample set to the reference's size
 (PIL bilinear, as `prepare` resizes) and scores all of them against the same Inception features, per
 disjoint draw of `--draw` images (KID mean and spread over draws) and over all images (FID, KID,
 precision, recall).
