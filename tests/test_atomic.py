@@ -214,3 +214,23 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_partial(schedule_dir):
     for name, p in after.items():  # each file is the previous one or a complete new one
         if p.read_bytes() != before[name]:
             {".json": lambda q: json.loads(q.read_text()), ".csv": pd.read_csv, ".png": lambda q: Image.open(q).verify()}[p.suffix](p)
+
+
+def test_a_writers_own_error_is_not_called_a_file_system_error(tmp_path):
+    """Pillow's encoder raises a plain OSError (no errno): a bug or a bad image, passed on as it is, not 'cannot write'."""
+    with pytest.raises(OSError, match="cannot write mode RGBA as JPEG") as e:
+        with atomic_path(tmp_path / "x.jpg") as tmp:
+            Image.new("RGBA", (2, 2)).save(tmp)
+    assert not isinstance(e.value, OutputError) and list(tmp_path.iterdir()) == []
+
+
+def test_only_this_targets_temporaries_count_as_its_own(tmp_path):
+    mine = tmp_path / f".train_state.0123abcd{PARTIAL}.pt"
+    other = tmp_path / f".train_state.5f3a.0123abcd{PARTIAL}.pt"  # the temporary of `train_state.5f3a.pt`
+    for p in (mine, other):
+        p.write_bytes(b"x")
+    assert partial_files(tmp_path / "train_state.pt") == [mine]
+    odd = tmp_path / "a[1].json"  # glob metacharacters in the name
+    stale = tmp_path / f".a[1].89abcdef{PARTIAL}.json"
+    stale.write_bytes(b"x")
+    assert partial_files(odd) == [stale]

@@ -246,3 +246,10 @@ def test_n_samples_has_a_stated_bound(section):
         validate(p)
     p[section]["n_samples"] = 50_000
     validate(p)
+
+
+def test_an_alias_cycle_is_not_a_crash(tmp_path):
+    """`a: &x [*x]` is valid YAML (a list holding itself); the duplicate-key scan visits each node once."""
+    (tmp_path / "params.yaml").write_text(committed_params_text() + "extra: &x [*x]\n")
+    with pytest.raises(ParamsError):
+        load_params(tmp_path / "params.yaml")  # refused as an unknown key, not a RecursionError

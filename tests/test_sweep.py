@@ -110,3 +110,15 @@ def test_guidance_without_a_guide_names_both_keys():
         check_checkpoint(P, ckpt, "m.pt")
     check_checkpoint(P, ckpt, "m.pt", sampling=False)  # the residual check uses the EMA alone
     check_checkpoint(P, {**ckpt, "ema_guide": {}}, "m.pt")
+
+
+def test_a_dict_that_is_not_a_checkpoint_is_one_line():
+    """e.g. the Inception weights passed as --model: a CheckpointError (exit 2), not a KeyError."""
+    from ddpmlab.core.checkpoint import CheckpointError
+    from ddpmlab.pipeline.configs import check_checkpoint
+
+    from .conftest import committed_params_file
+    from ddpmlab.pipeline.schema import load_params
+
+    with pytest.raises(CheckpointError, match="models/model.pt holds no schedule_config"):
+        check_checkpoint(load_params(committed_params_file()), {"Conv2d_1a_3x3.conv.weight": 0}, "models/model.pt")

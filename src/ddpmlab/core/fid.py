@@ -129,6 +129,7 @@ def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
         fid_statistics_to_metric,
     )
 
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)  # torch-fidelity asserts equal dtypes
     s1 = fid_features_to_statistics(torch.from_numpy(f1))
     s2 = fid_features_to_statistics(torch.from_numpy(f2))
     return float(fid_statistics_to_metric(s1, s2, verbose=False)["frechet_inception_distance"])
@@ -138,5 +139,6 @@ def kid_from_features(f1: np.ndarray, f2: np.ndarray, subsets: int, subset_size:
     """KID mean and std over `subsets` random subsets of `subset_size` (<= both counts)."""
     from torch_fidelity.metric_kid import kid_features_to_metric
 
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)  # torch-fidelity asserts equal dtypes
     out = kid_features_to_metric(torch.from_numpy(f1), torch.from_numpy(f2), kid_subsets=subsets, kid_subset_size=subset_size, rng_seed=seed, verbose=False)
     return float(out["kernel_inception_distance_mean"]), float(out["kernel_inception_distance_std"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,8 @@ def partial_files(path: Path) -> list[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    return sorted(path.parent.glob(f".{path.stem}.*{PARTIAL}{path.suffix}"))
+    name = re.compile(rf"\.{re.escape(path.stem)}\.[0-9a-f]{{8}}{re.escape(PARTIAL + path.suffix)}")
+    return sorted(p for p in path.parent.iterdir() if name.fullmatch(p.name))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -65,7 +67,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _fsync_dir(path.parent)
     except OSError as e:
         _discard(tmp)
-        if isinstance(e, UserError):
+        if isinstance(e, UserError) or e.errno is None:  # a writer's own error (e.g. Pillow's encoder), not the file system
             raise
         raise OutputError(f"cannot write {path}: {e.strerror or type(e).__name__}"
                           f"{f' ({e.filename})' if e.filename and str(e.filename) not in (str(path), str(tmp)) else ''}") from None

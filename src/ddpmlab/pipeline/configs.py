@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ddpmlab.core.checkpoint import CheckpointMismatch
+from ddpmlab.core.checkpoint import CheckpointError, CheckpointMismatch
 from ddpmlab.core.sampling import SamplerSpec
 from ddpmlab.core.schedule import ScheduleConfig
 from ddpmlab.core.train_config import TrainConfig, TrainSetup
@@ -32,7 +32,9 @@ def check_checkpoint(P: Params, ckpt: dict, where: str, sampling: bool = True) -
     """The checkpoint is what the network learned, so it wins: CheckpointMismatch (one line) when params.yaml's
     T or schedule differ from those it was trained with (params edited without retraining), or when
     `sampling` and sample.guidance asks for an autoguidance network it does not hold."""
-    stored, want = ckpt["schedule_config"], schedule_config(P).to_dict()
+    stored, want = ckpt.get("schedule_config") if isinstance(ckpt, dict) else None, schedule_config(P).to_dict()
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{where} holds no schedule_config: not a ddpmlab checkpoint; retrain it (`dvc repro`)")
     for key in ("T", "name") + (("beta_start", "beta_end") if want["name"] == "linear" else ()):
         if stored.get(key) != want[key]:
             pkey = "T" if key == "T" else f"schedule.{key}"

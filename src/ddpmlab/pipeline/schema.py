@@ -405,8 +405,13 @@ def validate(data: Any) -> Params:
         raise ParamsError(_one_line(err, data)) from None
 
 
-def _refuse_duplicate_keys(path: Path, node, where: str = "") -> None:
-    """A key given twice in one mapping would silently be last-wins (DVC refuses such a file): ParamsError."""
+def _refuse_duplicate_keys(path: Path, node, where: str = "", seen_nodes: set | None = None) -> None:
+    """A key given twice in one mapping would silently be last-wins (DVC refuses such a file): ParamsError.
+    Each node is visited once: an alias (`&x [*x]`) can make the node graph cyclic."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict = {}
         for key, value in node.value:
@@ -416,10 +421,10 @@ def _refuse_duplicate_keys(path: Path, node, where: str = "") -> None:
                 raise ParamsError(f"{path}: {dotted} is given twice (lines {seen[name]} and {key.start_mark.line + 1}): keep one")
             if name is not None:
                 seen[name] = key.start_mark.line + 1
-            _refuse_duplicate_keys(path, value, dotted)
+            _refuse_duplicate_keys(path, value, dotted, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _refuse_duplicate_keys(path, item, f"{where}[{i}]")
+            _refuse_duplicate_keys(path, item, f"{where}[{i}]", seen_nodes)
 
 
 def read_yaml(path: str | Path = "params.yaml") -> dict:

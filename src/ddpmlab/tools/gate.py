@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddpmlab.core.errors import UserError
-from ddpmlab.core.files import write_text
 from ddpmlab.pipeline.command import FINDING, command, stage_parser
+from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import GateParams, load_params
 from ddpmlab.tools.compare import exp_show, select
 
@@ -40,7 +40,7 @@ class Rule:
         if self.metric not in baseline:
             return f"{self.metric}: not in the baseline file (re-record it with --write-baseline)"
         b, v = baseline[self.metric], new.get(self.metric)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        if not _number(v):
             return f"{self.metric}: missing or not a finite number in this run ({v!r}); baseline {b:.6g}"
         worse = (v - b) if self.better == "lower" else (b - v)
         limits = []
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         if missing:
             raise GateError(f"{exp.name} has no finite value for {', '.join(missing)} (got {exp.metrics.get(missing[0])!r}); "
                             "a baseline must hold every gated metric: run the pipeline to the end first")
-        write_text(path, json.dumps({r.metric: exp.metrics[r.metric] for r in rules}, indent=1, sort_keys=True) + "\n")
+        write_json(path, {r.metric: exp.metrics[r.metric] for r in rules})
         print(f"gate: baseline for {len(rules)} metrics written to {path} from {exp.name}")
         return 0
     failures = run_gate(rules, baseline, exp.metrics)

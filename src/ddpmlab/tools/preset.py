@@ -25,8 +25,10 @@ from pathlib import Path
 import yaml
 
 from ddpmlab.core.errors import UserError
-from ddpmlab.pipeline.command import command as as_command
-from ddpmlab.pipeline.command import stage_parser
+from ddpmlab.pipeline.command import BAD_INPUT, stage_parser
+from ddpmlab.pipeline.command import (
+    command as as_command,  # this module's own `command` builds the dvc command
+)
 from ddpmlab.pipeline.schema import ParamsError, read_yaml, validate
 
 
@@ -101,13 +103,13 @@ def main(argv=None) -> int:
         cmd = command(args.preset, Path(args.params), args.name, extra)
     except (PresetError, ParamsError) as e:
         print(f"preset: {e}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     if args.print:
         print(shlex.join(cmd))
         return 0
     if shutil.which("dvc") is None:
         print("preset: dvc is not on PATH; run `source scripts/env.sh` first (it sets up the pinned environment)", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     return subprocess.run(cmd).returncode
 
 

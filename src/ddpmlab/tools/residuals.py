@@ -19,7 +19,7 @@ import numpy as np
 
 from ddpmlab.core.errors import DataError
 from ddpmlab.core.residuals import check as R
-from ddpmlab.pipeline.command import FINDING, command
+from ddpmlab.pipeline.command import BAD_INPUT, FINDING, command
 from ddpmlab.pipeline.data.splits import read_array
 from ddpmlab.pipeline.io import _clean
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         res, s2, _ = R.chi_squared_check(r, t, T, alpha=args.alpha)
     except R.ResidualInputError as e:
         print(f"residuals check: {e}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     if args.json:
         tests = {n: {"statistic": res.test(n).statistic, "p": res.test(n).p, "effect": res.test(n).effect, "ci95": [res.test(n).lo, res.test(n).hi],
                      "rejected": res.test(n).rejected, "component": res.test(n).component}

@@ -221,7 +221,7 @@ def scale_test(log_top: np.ndarray, log_bottom: np.ndarray, t: np.ndarray) -> Te
     if extra["cov_hi"] < 0:
         return TestResult("scale", float(z), float(stats.norm.sf(z)), float("nan"), float("nan"), float("nan"), extra=extra)
     sd = lambda c: float(np.sqrt(max(c, 0.0)) / 2)  # noqa: E731
-    return TestResult("scale", float(z), float(stats.norm.sf(z)), sd(cov), sd(cov - 1.96 * se), sd(cov + 1.96 * se), extra=extra)
+    return TestResult("scale", float(z), float(stats.norm.sf(z)), sd(cov), sd(extra["cov_lo"]), sd(extra["cov_hi"]), extra=extra)
 
 
 def holm(pvalues: dict[str, float], alpha: float) -> dict[str, bool]:

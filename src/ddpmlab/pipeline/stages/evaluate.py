@@ -25,7 +25,6 @@ def main(argv=None):
     images, ref = load_images(args.samples), load_features(args.reference)  # before the weights: cheap first
     extract = inception_extractor(P, args.weights, resolve_device(args.device), desc="sample features")
     feats, m = evaluate_samples(images, ref, extract, metric_spec(P))
-    args.features.parent.mkdir(parents=True, exist_ok=True)
     save_npz(args.features, features=feats)
     write_json(args.out, m)
     print(f"evaluate: {summary(m)}")

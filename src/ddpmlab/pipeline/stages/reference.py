@@ -21,7 +21,6 @@ def main(argv=None):
     extractor = InceptionFeatures(args.weights, resolve_device(args.device))
     for images, out in args.split:
         feats = extractor(load_split(Path(images)), batch, desc=f"features of {Path(images).name}")
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
         save_npz(out, features=feats)
         print(f"reference: {len(feats)} feature vectors of {images} -> {out}")
 
