@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 
 dvc exp remove smoke-base smoke-T100 >/dev/null 2>&1 || true
 # presets/smoke.yaml: 48 images at 16x16, a tiny U-Net, 40 epochs, the real download, prepare and Inception path
-python -m ddpmlab.tools.preset presets/smoke.yaml -n smoke-base -S T=200
-python -m ddpmlab.tools.preset presets/smoke.yaml -n smoke-T100 -S T=100
+ddpmlab preset presets/smoke.yaml -n smoke-base -S T=200
+ddpmlab preset presets/smoke.yaml -n smoke-T100 -S T=100
 echo "== dvc exp show =="
 dvc exp show --md --no-pager --only-changed
 echo "== dvc plots diff (both runs' figures side by side: reports/compare/plots/index.html) =="
@@ -19,6 +19,6 @@ for rev in smoke-base smoke-T100; do
         || { echo "smoke: dvc plots diff shows no sample grid of $rev" >&2; exit 1; }
 done
 echo "== comparison =="
-python -m ddpmlab.tools.compare smoke-base smoke-T100 --out reports/compare
+ddpmlab compare smoke-base smoke-T100 --out reports/compare
 echo "== regression gate =="
-python -m ddpmlab.tools.gate smoke-base
+ddpmlab gate smoke-base

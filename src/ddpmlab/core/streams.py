@@ -30,6 +30,7 @@ class Stream(enum.IntEnum):
     RESIDUAL_FIGURE = 12  # which points the residual figures thin to
     FORWARD_STRIP = 13    # the noise of the forward-process figure
     SIMULATION = 14       # parts: (replicate,) a calibration study's simulated residuals
+    EXPORT_PROBE = 15     # the inputs on which an exported network is checked against ours
 
 
 def stream_seed(seed: int, stream: Stream, *parts: int, bits: int = 63) -> int:

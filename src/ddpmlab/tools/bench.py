@@ -1,7 +1,7 @@
 """Training and sampling speed, side by side, on the current device.
 
-    python -m ddpmlab.tools.bench                      # DDPM CIFAR-10 preset; batch 128 on CUDA, 8 on CPU
-    python -m ddpmlab.tools.bench --preset default --batch 32   # params.yaml's network (read from --params)
+    ddpmlab bench                                # DDPM CIFAR-10 preset; batch 128 on CUDA, 8 on CPU
+    ddpmlab bench --preset default --batch 32    # params.yaml's network (read from --params)
 
 Times, for the same architecture and batch:
   (a) this project's training step (forward, loss, backward, optimizer, EMA), with its device
@@ -199,7 +199,7 @@ def device_name(device) -> str:
 
 @command("bench")
 def main(argv=None) -> dict:
-    ap = stage_parser(__doc__, device=True, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser(__doc__, device=True, prog="ddpmlab bench", formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=PRESET_NAMES, default="cifar10", help="default: the --params file's network")
     ap.add_argument("--batch", type=int, help="training batch (default: 128 on CUDA, 8 on CPU)")
     ap.add_argument("--forward-batch", type=int, help="denoiser forward batch (default: 256 on CUDA, 16 on CPU)")

@@ -7,7 +7,7 @@ model (docs/measured.md, "Choosing the default"). This tool resizes every sample
 disjoint draw of `--draw` images (KID mean and spread over draws) and over all images (FID, KID,
 precision, recall).
 
-    python -m ddpmlab.tools.common_reference --reference data/prepared/train.npz \\
+    ddpmlab common-reference --reference data/prepared/train.npz \\
         --weights models/inception/inception_fid.pt a/samples.npz b/samples.npz [--draw 64] [--json out.json]
 
 The reference is a prepared split (`data/prepared/train.npz` of the run whose size you want to compare at;
@@ -95,7 +95,7 @@ def table(results: dict) -> str:
 
 @command("common_reference")
 def main(argv=None) -> int:
-    ap = stage_parser(__doc__, device=True, prog="python -m ddpmlab.tools.common_reference",
+    ap = stage_parser(__doc__, device=True, prog="ddpmlab common-reference",
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("samples", nargs="+", type=Path, help="sample .npz files (images uint8 [N, H, W, C])")
     ap.add_argument("--reference", required=True, type=Path, help="prepared split .npz whose images (and size) are the common reference")

@@ -1,8 +1,8 @@
 """Compare experiments from what DVC records: params that differ, metrics with deltas, curves, sample grids.
 
-    python -m ddpmlab.tools.compare                 # the baseline commit, the workspace and all experiments of HEAD
-    python -m ddpmlab.tools.compare t500 t1000      # chosen experiments (names or revisions), the first is the baseline
-    python -m ddpmlab.tools.compare --out reports/compare
+    ddpmlab compare                 # the baseline commit, the workspace and all experiments of HEAD
+    ddpmlab compare t500 t1000      # chosen experiments (names or revisions), the first is the baseline
+    ddpmlab compare --out reports/compare
 
 Reads `dvc exp show --json` for params and metrics and `dvc.api` for the files of each revision
 (loss tables, sample grids), found through dvc.yaml (`pipeline.dvcyaml`), never by paths of its own.
@@ -223,7 +223,7 @@ def figures(exps: list[Exp], out: Path, dvc: dict) -> list[str]:
 
 @command("compare")
 def main(argv=None) -> Path:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="ddpmlab compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exps", nargs="*", help="experiment names or revisions; the first is the baseline (default: see above)")
     ap.add_argument("--out", type=Path, default=Path("reports/compare"), help="output folder (default: reports/compare)")
     ap.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"), help="the pipeline that says where each file lives")

@@ -1,10 +1,10 @@
 """The CI regression gate: an experiment's metrics against a committed baseline, with tolerances from params.yaml.
 
-    python -m ddpmlab.tools.gate smoke-base                       # check; exit 1 naming every regression
-    python -m ddpmlab.tools.gate smoke-base --write-baseline      # record this run as the new baseline
+    ddpmlab gate smoke-base                       # check; exit 1 naming every regression
+    ddpmlab gate smoke-base --write-baseline      # record this run as the new baseline
 
 params.yaml `gate.rules` (validated by `schema.GateParams`): each names a metric as `<stage folder>:<key>`
-(as `python -m ddpmlab.tools.compare` shows them, e.g. `train:val.loss`), whether lower or higher is better,
+(as `ddpmlab compare` shows them, e.g. `train:val.loss`), whether lower or higher is better,
 and the tolerated worsening in percent or absolute units. A metric missing from the run fails the gate
 (never a silent pass).
 
@@ -72,7 +72,7 @@ def _number(v) -> bool:
 def read_baseline(path: Path, rules: list[Rule], exp_name: str) -> dict:
     """The baseline file: a JSON object holding a finite number for every gated metric, else GateError."""
     if not path.is_file():
-        raise GateError(f"baseline {path} not found; record one with `python -m ddpmlab.tools.gate {exp_name} --write-baseline` and commit it")
+        raise GateError(f"baseline {path} not found; record one with `ddpmlab gate {exp_name} --write-baseline` and commit it")
     if path.stat().st_size > MAX_BASELINE_BYTES:
         raise GateError(f"baseline {path}: {path.stat().st_size} bytes, more than a baseline of metrics holds ({MAX_BASELINE_BYTES}); re-record it")
     try:
@@ -97,7 +97,7 @@ def run_gate(rules: list[Rule], baseline: dict, metrics: dict) -> list[str]:
 
 @command("gate")
 def main(argv=None) -> int:
-    ap = stage_parser(__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser(__doc__, prog="ddpmlab gate", formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("exp", help="experiment name or revision to check ('workspace' for the workspace)")
     ap.add_argument("--baseline", type=Path, help="baseline metrics json (default: params gate.baseline)")
     ap.add_argument("--write-baseline", action="store_true", help="store this run's gated metrics as the baseline")

@@ -1,9 +1,9 @@
 """Run an experiment from a preset: a YAML file of params.yaml overrides, applied by `dvc exp run --set-param`.
 
-    python -m ddpmlab.tools.preset presets/gpu.yaml                  # the GPU preset as experiment "gpu"
-    python -m ddpmlab.tools.preset presets/gpu.yaml sample           # only up to the samples
-    python -m ddpmlab.tools.preset presets/mnist.yaml -n digits -S train.epochs=60   # later -S win
-    python -m ddpmlab.tools.preset presets/smoke.yaml --print        # the dvc command, not run
+    ddpmlab preset presets/gpu.yaml                  # the GPU preset as experiment "gpu"
+    ddpmlab preset presets/gpu.yaml sample           # only up to the samples
+    ddpmlab preset presets/mnist.yaml -n digits -S train.epochs=60   # later -S win
+    ddpmlab preset presets/smoke.yaml --print        # the dvc command, not run
 
 A preset has the shape of params.yaml and holds only what it changes. Every key must exist in
 params.yaml and the merged params must pass the schema: both are checked before dvc starts. Each leaf
@@ -94,7 +94,7 @@ def command(preset_path: Path, params_path: Path, name: str | None, extra: list[
 
 @as_command("preset")
 def main(argv=None) -> int:
-    ap = stage_parser(__doc__, prog="python -m ddpmlab.tools.preset", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = stage_parser(__doc__, prog="ddpmlab preset", formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("preset", type=Path, help="a preset file (presets/*.yaml)")
     ap.add_argument("-n", "--name", help="experiment name (default: the file's name without .yaml)")
     ap.add_argument("--print", action="store_true", help="print the dvc command instead of running it")

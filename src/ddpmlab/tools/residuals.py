@@ -1,6 +1,6 @@
 """The chi-squared check on residuals of any model.
 
-    python -m ddpmlab.tools.residuals check FILE.npz [--json] [--alpha A]
+    ddpmlab residuals check FILE.npz [--json] [--alpha A]
 
 FILE.npz holds r [M, C, H, W] float (eps - eps_theta(x_t, t)), t [M] int (0-based timesteps, each
 shared by at least 2 rows) and T (the number of diffusion steps). Prints the reading (with --json:
@@ -43,7 +43,7 @@ def load(path: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 @command("residuals check")
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddpmlab.tools.residuals", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="ddpmlab residuals", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="check residuals in an .npz (r, t, T) against the chi-squared conjecture")
     c.add_argument("file", help="an .npz with r [M, C, H, W] float, t [M] int (0-based), T")
