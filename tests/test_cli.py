@@ -234,3 +234,41 @@ def test_the_other_commands_through_the_console_script(tmp_path):
     p = ddpmlab("bench", "--preset", "default", "--params", params, "--batch", 2, "--forward-batch", 2, "--steps", 1, "--warmup", 0,
                 "--no-diffusers", "--device", "cpu")
     assert p.returncode == 0 and "(a) project training step" in p.stdout and "ratio" in p.stdout, p.stderr[-2000:]
+
+
+def test_every_stage_door_documents_its_flags_and_the_command_dvc_runs():
+    doors = sorted((ROOT / "stages").glob("*.py"))
+    assert len(doors) >= 12
+    for door in doors:
+        p = subprocess.run([sys.executable, f"stages/{door.name}", "--help"], capture_output=True, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=120)
+        assert p.returncode == 0, (door.name, p.stderr[-1000:])
+        assert p.stdout.startswith(f"usage: python stages/{door.name} "), p.stdout[:200]
+        assert "parameters file (default: params.yaml)" in p.stdout
+        tail = p.stdout.rstrip().splitlines()
+        assert tail[-2].startswith("example (as `dvc repro` runs it") and f"python stages/{door.name} " in tail[-1], (door.name, tail[-3:])
+
+
+def test_a_preset_run_twice_is_two_experiments(tmp_path):
+    """`ddpmlab preset` in a real DVC project: the second run of the same preset is NAME-2, the first one kept."""
+    d = tmp_path / "proj"
+    d.mkdir()
+    env_extra = {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {**os.environ, **env_extra}
+    (d / "params.yaml").write_text(committed_params_file().read_text())
+    (d / "dvc.yaml").write_text("stages:\n  echo:\n    cmd: python -c \"import yaml; print(yaml.safe_load(open('params.yaml'))['T'], file=open('out.txt', 'w'))\"\n"
+                                "    params: [T]\n    outs: [out.txt]\n")
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
+    for _ in range(2):
+        p = ddpmlab("preset", ROOT / "presets" / "smoke.yaml", "-S", "T=123", cwd=d, env_extra=env_extra)
+        assert p.returncode == 0, p.stderr[-2000:]
+    assert "an experiment 'smoke' exists already; this one is 'smoke-2'" in p.stdout
+    names = subprocess.run(["dvc", "exp", "list", "--name-only"], cwd=d, env=env, capture_output=True, text=True).stdout.split()
+    assert sorted(names) == ["smoke", "smoke-2"]
+
+
+def test_a_preset_with_a_key_given_twice_is_refused(tmp_path):
+    (tmp_path / "p.yaml").write_text("train:\n  epochs: 3\n  epochs: 30\n")
+    line = one_line_error(ddpmlab("preset", tmp_path / "p.yaml", "--params", committed_params_file(), "--print"))
+    assert "train.epochs is given twice (lines 2 and 3)" in line

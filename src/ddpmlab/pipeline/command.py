@@ -6,6 +6,7 @@ import argparse
 import functools
 import sys
 import traceback
+from pathlib import Path
 
 from ddpmlab.core.errors import UserError
 from ddpmlab.core.names import DEVICES
@@ -46,9 +47,32 @@ def command(name: str):
     return wrap
 
 
+class _StageParser(argparse.ArgumentParser):
+    """A dvc.yaml stage's parser: `usage: python stages/NAME.py ...` (runnable as printed from the repository root),
+    and --help ends with the command dvc.yaml runs, read from ./dvc.yaml when --help is asked for."""
+
+    stage: str = ""
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        try:
+            import yaml
+
+            cmd = yaml.safe_load(Path("dvc.yaml").read_text())["stages"][self.stage]["cmd"]
+        except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError):
+            return text
+        return f"{text}\nexample (as `dvc repro` runs it, from the repository root):\n  {' '.join(str(cmd).split())}\n"
+
+
 def stage_parser(doc: str | None, *, device: bool = False, **kwargs) -> argparse.ArgumentParser:
-    """The parser every command starts from: --params (and --device where the command computes)."""
-    ap = argparse.ArgumentParser(description=doc, **kwargs)
+    """The parser every command starts from: --params (and --device where the command computes). Run as a stage's
+    door (stages/NAME.py), its usage line reads `python stages/NAME.py` and --help ends with dvc.yaml's command."""
+    script = Path(sys.argv[0])
+    if "prog" not in kwargs and script.parent.name == "stages" and script.suffix == ".py":
+        ap = _StageParser(description=doc, prog=f"python stages/{script.name}", **kwargs)
+        ap.stage = script.stem
+    else:
+        ap = argparse.ArgumentParser(description=doc, **kwargs)
     ap.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     if device:
         ap.add_argument("--device", default="auto", choices=DEVICES, help="where to run (default: auto, CUDA when visible)")

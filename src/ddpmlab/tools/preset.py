@@ -8,7 +8,8 @@
 A preset has the shape of params.yaml and holds only what it changes. Every key must exist in
 params.yaml and the merged params must pass the schema: both are checked before dvc starts. Each leaf
 becomes one `-S key=value`, so `dvc exp show` lists the experiment's params like any other, and a copy
-of the file (or a single -S after it) is all it takes to vary one.
+of the file (or a single -S after it) is all it takes to vary one. Run again without -n, a preset becomes
+NAME-2, NAME-3, ...: the earlier experiment is kept.
 Exit 0: the experiment ran; 2: a bad preset or params file (one line naming the key); otherwise dvc's exit code.
 """
 
@@ -21,8 +22,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import yaml
 
 from ddpmlab.core.errors import UserError
 from ddpmlab.pipeline.command import BAD_INPUT, stage_parser
@@ -37,13 +36,13 @@ class PresetError(UserError):
 
 
 def read_preset(path: Path) -> dict:
+    """The preset's mapping, read as params.yaml is (a key given twice is refused, naming it and its lines)."""
     if not path.is_file():
         raise PresetError(f"{path}: no such preset file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise PresetError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}: {getattr(e, 'problem', e)}") from None
+        data = read_yaml(path)
+    except ParamsError as e:
+        raise PresetError(str(e)) from None
     if not isinstance(data, dict) or not data:
         raise PresetError(f"{path}: a preset is a non-empty mapping shaped like params.yaml (section: {{key: value}})")
     return data
@@ -92,6 +91,20 @@ def command(preset_path: Path, params_path: Path, name: str | None, extra: list[
     return ["dvc", "exp", "run", "-n", name or preset_path.stem, *set_params(sets), *extra]
 
 
+def free_name(name: str, taken: set[str]) -> str:
+    """`name`, or the first of name-2, name-3, ... that no experiment of this commit has yet."""
+    k, out = 2, name
+    while out in taken:
+        out, k = f"{name}-{k}", k + 1
+    return out
+
+
+def experiment_names() -> set[str]:
+    """Names of the experiments based on HEAD (`dvc exp list --name-only`); empty when there are none or dvc cannot say."""
+    p = subprocess.run(["dvc", "exp", "list", "--name-only"], capture_output=True, text=True)
+    return set(p.stdout.split()) if p.returncode == 0 else set()
+
+
 @as_command("preset")
 def main(argv=None) -> int:
     ap = stage_parser(__doc__, prog="ddpmlab preset", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,6 +123,11 @@ def main(argv=None) -> int:
     if shutil.which("dvc") is None:
         print("preset: dvc is not on PATH; run `source scripts/env.sh` first (it sets up the pinned environment)", file=sys.stderr)
         return BAD_INPUT
+    if args.name is None:  # a rerun of the same preset is a new experiment, never a clash with (or loss of) the last one
+        name = free_name(cmd[4], experiment_names())
+        if name != cmd[4]:
+            print(f"preset: an experiment {cmd[4]!r} exists already; this one is {name!r} (-n NAME to choose)", flush=True)
+            cmd[4] = name
     return subprocess.run(cmd).returncode
 
 
