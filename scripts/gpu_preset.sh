@@ -10,4 +10,9 @@
 # to read and copy: presets/gpu.yaml.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+# the device check: without a GPU this is hours of CPU training, so stop before dvc starts (one line, exit 2)
+if ! python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    echo "gpu_preset: no CUDA GPU is visible here (torch $(python -c 'import torch; print(torch.__version__)')); run it on an NVIDIA GPU machine, or \`ddpmlab preset presets/gpu.yaml\` to run the preset here anyway" >&2
+    exit 2
+fi
 exec python -m ddpmlab.tools.preset presets/gpu.yaml "$@"

@@ -138,3 +138,33 @@ def test_versioned_with_dvc_add(project):
     save_images(d / "data/own", 1, seed=7, first=8)
     assert not up_to_date(d, env)
     assert repro(d, env) == {"download", "prepare"} and manifest(d)["count"] == 9
+
+
+def test_readme_one_liners_for_own_images_and_the_gpu_preset(tmp_path):
+    """README's first screen: `bash scripts/pipeline.sh -S data.source=folder -S data.folder=DIR` runs an experiment
+    on one's own images (here up to prepare); `bash scripts/gpu_preset.sh` on a machine without a GPU stops at its
+    device check with one line, before dvc starts."""
+    from .conftest import ROOT
+
+    d = tmp_path / "proj"
+    d.mkdir()
+    env = dvc_project(d, cache=tmp_path / "cache")
+    for name in ("scripts", "presets", "requirements.lock", "pyproject.toml"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, d / name)
+    (d / ".venv").symlink_to(ROOT / ".venv")  # the pinned environment scripts/env.sh made (same lock: no reinstall)
+    subprocess.run(["git", "add", "-A"], cwd=d, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "scripts"], cwd=d, env=env, check=True)
+    mine = tmp_path / "my images"
+    save_images(mine, 8, seed=4)
+    r = subprocess.run(["bash", "scripts/pipeline.sh", "-S", "data.source=folder", "-S", f"data.folder={mine}", "-S", "prepare.val_fraction=0.25",
+                        "prepare"], cwd=d, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert manifest(d)["count"] == 8
+    shown = json.loads(dvc(["exp", "show", "--json"], d, env))
+    assert any(e.get("data", {}).get("params", {}).get("params.yaml", {}).get("data", {}).get("data", {}).get("folder") == str(mine)
+               for rev in shown for e in [x for exp in (rev.get("experiments") or []) for x in exp.get("revs", [])]), "no experiment with the folder"
+    g = subprocess.run(["bash", "scripts/gpu_preset.sh"], cwd=d, env=env, capture_output=True, text=True)
+    assert g.returncode == 2, g.stdout[-2000:] + g.stderr[-2000:]
+    lines = [ln for ln in g.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "CUDA" in lines[0], g.stderr
