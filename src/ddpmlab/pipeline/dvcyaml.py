@@ -42,6 +42,18 @@ def outputs(dvc: dict, stage: str) -> list[str]:
     return [_path(e) for kind in OUTPUT_KINDS for e in s.get(kind) or []]
 
 
+def json_outputs(dvc: dict) -> tuple[list[str], list[str]]:
+    """(the pipeline's `metrics:` files, every other .json a stage writes): the headline and the diagnostics."""
+    headline, other = [], []
+    for name, s in dvc["stages"].items():
+        for kind in OUTPUT_KINDS:
+            for e in s.get(kind) or []:
+                p = _path(e)
+                if p.endswith(".json"):
+                    (headline if kind == "metrics" else other).append(p)
+    return headline, other
+
+
 def producers(dvc: dict) -> dict[str, str]:
     """output path -> the stage that writes it."""
     return {p: name for name in dvc["stages"] for p in outputs(dvc, name)}

@@ -268,7 +268,7 @@ class InceptionParams(Section):
 
 
 class GateRule(Section):
-    metric: Annotated[str, Field(pattern=r"^[\w.-]+:[\w./-]+$")]
+    metric: Annotated[str, Field(pattern=r"^([\w.-]+:)?[\w./-]+$")]  # a headline key, or stage:key
     better: Literal["lower", "higher"]
     max_worse_pct: Annotated[float, Field(ge=0)] | None = None
     max_worse_abs: Annotated[float, Field(ge=0)] | None = None

@@ -41,7 +41,7 @@ class Exp:
     name: str
     rev: str | None  # None: the workspace
     params: dict = field(default_factory=dict)  # flat "a.b" -> value
-    metrics: dict = field(default_factory=dict)  # flat "file:key" -> value
+    metrics: dict = field(default_factory=dict)  # the headline's "key" -> value, then every stage file's "stage:key" -> value
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -55,13 +55,19 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def metric_key(path: str, key: str) -> str:
+    """`kid` for the headline (reports/metrics.json), `evaluate:kid` for a stage's own file (reports/evaluate/...)."""
+    folder = Path(path).parent.name
+    return key if folder in ("reports", "") else f"{folder}:{key}"
+
+
 def _entry(e: dict, name: str) -> Exp:
     data = e.get("data") or {}
     params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
     metrics = {}
     for path, m in (data.get("metrics") or {}).items():
         for k, v in flatten(m.get("data") or {}).items():
-            metrics[f"{Path(path).parent.name}:{k}"] = v
+            metrics[metric_key(path, k)] = v
     rev = None if e.get("rev") == "workspace" else e.get("rev")
     return Exp(name, rev, params, metrics)
 
@@ -85,6 +91,35 @@ def exp_show() -> list[Exp]:
     if r.returncode != 0:
         raise CompareError(f"`dvc exp show --json` failed: {' '.join(r.stderr.strip().split())[-1000:]}")
     return parse_exp_show(json.loads(r.stdout))
+
+
+MAX_DIAGNOSTICS_BYTES = 1 << 20  # a stage's JSON of numbers is a few KB
+
+
+def add_diagnostics(exps: list[Exp], dvc: dict) -> list[Exp]:
+    """Every stage's own JSON files (dvc.yaml outputs, in git) of each run, as "stage:key" metrics beside the headline
+    `dvc exp show` gives. A run without a file (a partial run, a failed one) just lacks its keys."""
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+    from scmrepo.exceptions import SCMError
+
+    _, files = dvcyaml.json_outputs(dvc)
+    for e in exps:
+        try:
+            fs = DVCFileSystem(".", rev=e.rev)
+        except (OSError, DvcException, SCMError):
+            continue
+        for path in files:
+            try:
+                if fs.size(path) > MAX_DIAGNOSTICS_BYTES:
+                    continue
+                data = json.loads(fs.read_text(path))
+            except (OSError, ValueError, DvcException, SCMError):
+                continue
+            if isinstance(data, dict):
+                for k, v in flatten(data).items():
+                    e.metrics.setdefault(metric_key(path, k), v)
+    return exps
 
 
 def select(exps: list[Exp], names: list[str]) -> list[Exp]:
@@ -114,21 +149,32 @@ def tables(exps: list[Exp]) -> str:
         lines += [f"| {k} | " + " | ".join(fmt(e.params.get(k)) for e in exps) + " |" for k in differ]
     else:
         lines.append("(none: all compared runs share their parameters)")
-    mkeys = sorted({k for e in exps for k in e.metrics if isinstance(e.metrics[k], (int, float)) and not isinstance(e.metrics[k], bool)})
-    lines += ["", f"### Metrics (delta against {base.name})", "", "| metric | " + " | ".join(e.name for e in exps) + " |", "|---|" + "---|" * len(exps)]
-    for k in mkeys:
+    mkeys = sorted({k for e in exps for k in e.metrics if isinstance(e.metrics[k], (int, float))})
+    head = [k for k in mkeys if ":" not in k]
+    diag = [k for k in mkeys if ":" in k and not isinstance(next((e.metrics[k] for e in exps if k in e.metrics), None), bool)]
+    lines += ["", f"### Metrics (delta against {base.name})", ""]
+    lines += metric_rows(exps, head) if head else ["(no headline metrics: reports/metrics.json is written by the report stage)"]
+    lines += ["", f"<details><summary>Every stage's diagnostics ({len(diag)} values)</summary>", ""] + metric_rows(exps, diag) + ["", "</details>"]
+    return "\n".join(lines)
+
+
+def metric_rows(exps: list[Exp], keys: list[str]) -> list[str]:
+    """A markdown table of `keys`, each run's value with its delta against the first run."""
+    base = exps[0]
+    lines = ["| metric | " + " | ".join(e.name for e in exps) + " |", "|---|" + "---|" * len(exps)]
+    for k in keys:
         cells = []
         b = base.metrics.get(k)
         for e in exps:
             v = e.metrics.get(k)
-            if e is base or not isinstance(v, (int, float)) or not isinstance(b, (int, float)):
+            if e is base or not isinstance(v, (int, float)) or not isinstance(b, (int, float)) or isinstance(v, bool):
                 cells.append(fmt(v))
             else:
                 d = v - b
                 pct = f", {100 * d / abs(b):+.1f}%" if b not in (0, None) and math.isfinite(b) else ""
                 cells.append(f"{fmt(v)} ({d:+.4g}{pct})")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return lines
 
 
 def prc_note(exps: list[Exp]) -> str:
@@ -236,6 +282,7 @@ def main(argv=None) -> Path:
     exps = select(exp_show(), args.exps)
     if not exps:
         raise CompareError("nothing to compare (no commit or experiment found)")
+    add_diagnostics(exps, dvc)
     args.out.mkdir(parents=True, exist_ok=True)
     made = figures(exps, args.out, dvc)
     md = "\n".join([f"## Experiment comparison: {', '.join(e.name for e in exps)}", "", tables(exps), "", prc_note(exps), ""]

@@ -3,8 +3,9 @@
     ddpmlab gate smoke-base                       # check; exit 1 naming every regression
     ddpmlab gate smoke-base --write-baseline      # record this run as the new baseline
 
-params.yaml `gate.rules` (validated by `schema.GateParams`): each names a metric as `<stage folder>:<key>`
-(as `ddpmlab compare` shows them, e.g. `train:val.loss`), whether lower or higher is better,
+params.yaml `gate.rules` (validated by `schema.GateParams`): each names a metric, a headline key of
+reports/metrics.json (`kid`, `val_loss`) or `<stage folder>:<key>` of a stage's own file (`residuals:chi2_ks`), as
+`ddpmlab compare` shows them; whether lower or higher is better,
 and the tolerated worsening in percent or absolute units. A metric missing from the run fails the gate
 (never a silent pass).
 
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddpmlab.core.errors import UserError
+from ddpmlab.pipeline import dvcyaml
 from ddpmlab.pipeline.command import FINDING, command, stage_parser
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import GateParams, load_params
-from ddpmlab.tools.compare import exp_show, select
+from ddpmlab.tools.compare import add_diagnostics, exp_show, select
 
 
 @dataclass
@@ -101,11 +103,12 @@ def main(argv=None) -> int:
     ap.add_argument("exp", help="experiment name or revision to check ('workspace' for the workspace)")
     ap.add_argument("--baseline", type=Path, help="baseline metrics json (default: params gate.baseline)")
     ap.add_argument("--write-baseline", action="store_true", help="store this run's gated metrics as the baseline")
+    ap.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"), help="the pipeline whose stage files hold the diagnostics")
     args = ap.parse_args(argv)
     P = load_params(args.params)
     rules, path = rules_from_params(P.gate), args.baseline or Path(P.gate.baseline)
     baseline = None if args.write_baseline else read_baseline(path, rules, args.exp)  # before asking dvc: fail fast
-    exp = select(exp_show(), [args.exp])[0]
+    exp = add_diagnostics(select(exp_show(), [args.exp]), dvcyaml.load(args.dvc_yaml))[0]
     if args.write_baseline:
         missing = [r.metric for r in rules if not _number(exp.metrics.get(r.metric))]
         if missing:

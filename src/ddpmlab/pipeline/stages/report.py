@@ -17,7 +17,7 @@ from ddpmlab.core.memorization import Memorization
 from ddpmlab.core.residuals import check as R
 from ddpmlab.pipeline import dvcyaml
 from ddpmlab.pipeline.command import command, stage_parser
-from ddpmlab.pipeline.io import fmt, read_json
+from ddpmlab.pipeline.io import fmt, read_json, write_json
 from ddpmlab.pipeline.schema import load_params
 
 # What the report reads: key -> (the stage that writes it, its file name). The folders are dvc.yaml's
@@ -52,6 +52,23 @@ def _table(rows: list[tuple]) -> str:
     out = ["| quantity | value |", "|---|---|"]
     out += [f"| {k} | {fmt(v)} |" for k, v in rows]
     return "\n".join(out)
+
+
+def headline(paths: dict) -> dict:
+    """The run at a glance, 15 plainly named values: what dvc.yaml declares as the pipeline's `metrics` (so that
+    `dvc exp show` fits a screen); each stage's own files keep every diagnostic."""
+    ev, train, speed = read_json(paths["evaluate_metrics"]), read_json(paths["train_metrics"]), read_json(paths["train_speed"])
+    res, mem, prep = read_json(paths["residual_metrics"]), read_json(paths["memorization_metrics"]), read_json(paths["prepare_stats"])
+    return {
+        "fid": ev["fid"], "kid": ev["kid"], "kid_std": ev["kid_std"], "precision": ev["precision"], "recall": ev["recall"],
+        "val_loss": train.get("val", {}).get("loss"),
+        "residuals_consistent": bool(res["chi2_verdict"]),
+        "residual_excess_kurtosis": res["chi2_kurtosis"],
+        "residual_max_correlation": max(abs(res[f"chi2_rho_{a}"]) for a in ("h", "v", "c")),
+        "residual_scale_sd": res["chi2_scale"],
+        "near_copies_pixel": mem["mem_near_copy_fraction_pixel"], "near_copies_feature": mem["mem_near_copy_fraction_feature"],
+        "train_img_per_s": speed["img_per_s"], "n_params": speed["params"], "n_train_images": prep["train"],
+    }
 
 
 def build(paths: dict, params: dict, out: Path) -> str:
@@ -251,6 +268,7 @@ def main(argv=None):
     ap = stage_parser(__doc__)
     ap.add_argument("--dvc-yaml", default=Path("dvc.yaml"), type=Path, help="the pipeline whose outputs are reported")
     ap.add_argument("--out", required=True, type=Path, help="report .md")
+    ap.add_argument("--metrics", type=Path, help="also write the headline metrics (15 values) to this JSON file")
     args = ap.parse_args(argv)
     P = load_params(args.params)
     paths = inputs(args.dvc_yaml)
@@ -259,7 +277,9 @@ def main(argv=None):
         raise DataError(f"inputs not found: {', '.join(absent)}; run `dvc repro` to produce them")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     build(paths, P.model_dump(mode="json"), args.out)
-    print(f"report: {args.out}")
+    if args.metrics is not None:
+        write_json(args.metrics, headline(paths))
+    print(f"report: {args.out}" + (f", {args.metrics}" if args.metrics is not None else ""))
 
 
 if __name__ == "__main__":
