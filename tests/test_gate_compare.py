@@ -141,7 +141,7 @@ def test_no_pipeline_path_is_written_in_python(f):
     assert not [p for p in sorted(paths) if "/" in p and p in text]
 
 
-@pytest.mark.parametrize("text", ['{"train:val.loss": 0.', "", "[1, 2]", '{"train:val.loss": null}', '{"evaluate:kid": "0.1"}', "\xff\xfe"])
+@pytest.mark.parametrize("text", ['{"train:val.loss": 0.', "", "[1, 2]", '{"val_loss": null}', '{"kid": "0.1"}', "\xff\xfe"])
 def test_gate_refuses_a_bad_baseline_in_one_line_exit_2(tmp_path, text):
     """Truncated, empty, list-shaped, null- or string-valued, undecodable: exit 2 (bad input), never 1 (a regression)."""
     from .conftest import committed_params_file
@@ -159,7 +159,7 @@ def test_write_baseline_refuses_a_run_without_a_gated_metric(tmp_path, monkeypat
 
     from .conftest import committed_params_file
 
-    run = Exp("smoke", "abc", params={}, metrics={"train:val.loss": 0.2, "evaluate:kid": 0.1})  # no residuals:chi2_ks
+    run = Exp("smoke", "abc", params={}, metrics={"val_loss": 0.2, "kid": 0.1})  # no residuals:chi2_ks
     monkeypatch.setattr(gate, "exp_show", lambda: [run])
     with pytest.raises(SystemExit) as e:
         gate.main(["smoke", "--params", str(committed_params_file()), "--baseline", str(tmp_path / "b.json"), "--write-baseline"])

@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.network, pytest.mark.xdist_group("pipeline_project")]
 
 
+# README's `dvc exp show` view: the dependency columns (code, data and intermediate files) dropped
+DEPS_VIEW = r"/|^Created$"  # every dependency column is a path
+
+
 def run(cmd, cwd, env):
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
@@ -103,18 +107,27 @@ def test_repro_then_experiment_with_other_T(project):
     Ts = {v[0] for v in found.values()}
     assert {10, 20} <= Ts, found.keys()
     t10 = next(m for T, m in found.values() if T == 10)
-    assert "reports/evaluate/metrics.json" in t10 and "reports/residuals/metrics.json" in t10
+    assert list(t10) == ["reports/metrics.json"], t10.keys()  # the headline only; each stage's diagnostics stay in its files
+    headline = t10["reports/metrics.json"]["data"]
+    assert len(headline) <= 15 and {"fid", "kid", "kid_std", "precision", "recall", "val_loss", "resid_ok"} <= set(headline)
 
     md = run(["dvc", "exp", "show", "--md"], d, env)
     assert "t10" in md and "fid" in md
-    # the workspace now holds t10's results: against the committed T=20 baseline the schedule's terminal
-    # quantities must differ (sqrt(alpha_bar_T) is larger at T=10)
+    # two runs that differ only in T, at a 120-column terminal: every headline metric's column is shown whole
+    short = run(["dvc", "exp", "show", "--only-changed", "--no-pager", "--precision", "3", "--drop", DEPS_VIEW], d, {**env, "COLUMNS": "120"})
+    header = next(line for line in short.splitlines() if "Experiment" in line)
+    assert max(map(len, short.splitlines())) <= 120, short
+    t20 = next(m for T, m in found.values() if T == 20)["reports/metrics.json"]["data"]
+    changed = [k for k in headline if headline[k] != t20.get(k)]
+    assert {"fid", "kid", "val_loss"} <= set(changed), changed
+    assert set(changed) <= set(header.split()) and "…" not in header, (changed, short)
+    # the workspace now holds t10's results: against the committed T=20 baseline the headline differs, and the
+    # schedule's terminal quantities (its own file, in git) must too: sqrt(alpha_bar_T) is larger at T=10
     diff = run(["dvc", "metrics", "diff", "--md", "HEAD"], d, env)
-    row = next((line for line in diff.splitlines() if "sqrt_alpha_bar_T" in line and "schedule" in line), None)
-    assert row is not None, diff
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    old, new = float(cells[2]), float(cells[3])
-    assert new > old, row
+    assert "val_loss" in diff and "fid" in diff, diff
+    old = json.loads(run(["git", "show", "HEAD:reports/schedule/metrics.json"], d, env))
+    new = json.loads((d / "reports/schedule/metrics.json").read_text())
+    assert new["sqrt_alpha_bar_T"] > old["sqrt_alpha_bar_T"]
 
 
 @pytest.mark.parametrize("module, importers, expected", [

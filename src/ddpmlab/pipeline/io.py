@@ -22,8 +22,8 @@ def _clean(obj):
     return obj
 
 
-def write_json(path: str | Path, obj) -> Path:
-    return write_text(path, json.dumps(_clean(obj), indent=1, sort_keys=True) + "\n")
+def write_json(path: str | Path, obj, sort_keys: bool = True) -> Path:
+    return write_text(path, json.dumps(_clean(obj), indent=1, sort_keys=sort_keys) + "\n")
 
 
 def read_json(path: str | Path):

@@ -56,7 +56,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def metric_key(path: str, key: str) -> str:
-    """`kid` for the headline (reports/metrics.json), `evaluate:kid` for a stage's own file (reports/evaluate/...)."""
+    """`kid` for the headline (a file directly in the reports folder), `evaluate:kid` for a file in a stage's own folder."""
     folder = Path(path).parent.name
     return key if folder in ("reports", "") else f"{folder}:{key}"
 
@@ -153,7 +153,7 @@ def tables(exps: list[Exp]) -> str:
     head = [k for k in mkeys if ":" not in k]
     diag = [k for k in mkeys if ":" in k and not isinstance(next((e.metrics[k] for e in exps if k in e.metrics), None), bool)]
     lines += ["", f"### Metrics (delta against {base.name})", ""]
-    lines += metric_rows(exps, head) if head else ["(no headline metrics: reports/metrics.json is written by the report stage)"]
+    lines += metric_rows(exps, head) if head else ["(no headline metrics: the report stage writes them)"]
     lines += ["", f"<details><summary>Every stage's diagnostics ({len(diag)} values)</summary>", ""] + metric_rows(exps, diag) + ["", "</details>"]
     return "\n".join(lines)
 
