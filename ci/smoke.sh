@@ -11,7 +11,7 @@ dvc exp remove smoke-base smoke-T100 >/dev/null 2>&1 || true
 ddpmlab preset presets/smoke.yaml -n smoke-base -S T=200
 ddpmlab preset presets/smoke.yaml -n smoke-T100 -S T=100
 echo "== dvc exp show (README's view: what differs, the dependency columns dropped) =="
-COLUMNS=120 dvc exp show --only-changed --no-pager --precision 3 --drop '/|^Created$'
+COLUMNS=120 dvc exp show --only-changed --no-pager --precision 3 --drop '.*/[^:]*$|Created'
 echo "== dvc plots diff (both runs' figures side by side: reports/compare/plots/index.html) =="
 dvc plots diff smoke-base smoke-T100 -o reports/compare/plots
 for rev in smoke-base smoke-T100; do

@@ -45,3 +45,33 @@ def test_no_stage_dep_is_an_empty_file():
     the package __init__.py files were empty): each source dep carries at least a docstring."""
     empty = sorted({d for st in PIPE.values() for d in st.get("deps", []) if d.endswith(".py") and (ROOT / d).stat().st_size == 0})
     assert not empty, empty
+
+
+def _outputs_with_options():
+    for stage in PIPE.values():
+        for kind in ("outs", "metrics", "plots"):
+            for e in stage.get(kind) or []:
+                yield kind, *(next(iter(e.items())) if isinstance(e, dict) else (e, {}))
+
+
+def test_metrics_are_the_headline_alone_and_every_report_file_lives_in_git():
+    """`metrics:` is one file (the headline); the report, its figures and every JSON under reports/ are non-cached
+    outputs, so that a fresh clone shows the latest run and its diagnostics without `dvc pull`."""
+    outs = list(_outputs_with_options())
+    assert [p for kind, p, _ in outs if kind == "metrics"] == ["reports/metrics.json"]
+    cached = [p for _, p, o in outs if p.startswith("reports/") and Path(p).suffix in (".md", ".png", ".gif", ".json", ".csv")
+              and (o or {}).get("cache", True)]
+    assert cached == [], cached
+
+
+def test_the_committed_report_shows_without_running_anything():
+    """Every picture reports/report.md links is committed, as the report and headline are (a fresh clone renders it)."""
+    import subprocess
+
+    tracked = set(subprocess.run(["git", "-C", str(ROOT), "ls-files", "reports"], capture_output=True, text=True, check=True).stdout.split())
+    assert {"reports/report.md", "reports/metrics.json"} <= tracked
+    report = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:reports/report.md"], capture_output=True, text=True, check=True).stdout
+    links = [part.split("](")[1].split(")")[0] for part in report.split("![")[1:]]
+    assert len(links) >= 10
+    missing = [link for link in links if f"reports/{link}" not in tracked]
+    assert missing == [], missing
