@@ -21,3 +21,7 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || $(cat "$stamp") != "$want" ]]; the
     echo "$want" > "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
+# dvc plots pages that render offline (vega, vega-lite, vega-embed inline; fetched once from the npm registry)
+if ! python scripts/offline_plots.py --check >/dev/null 2>&1; then
+    python scripts/offline_plots.py || echo "warning: no offline plots template (above); dvc plots pages will need internet to draw their charts" >&2
+fi

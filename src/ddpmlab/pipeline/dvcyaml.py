@@ -69,10 +69,10 @@ def output(dvc: dict, stage: str, name: str) -> str:
 
 
 def live_series(dvc: dict, stage: str, metric: str) -> str:
-    """The .tsv that dvclive writes for `metric` (e.g. "val/loss") inside `stage`'s plots folder."""
-    folders = [_path(e) for e in dvc["stages"][stage].get("plots") or [] if not PurePosixPath(_path(e)).suffix]
+    """The .tsv that dvclive writes for `metric` (e.g. "val/loss") inside `stage`'s dvclive folder (<dir>/plots/metrics)."""
+    folders = [p for p in outputs(dvc, stage) if PurePosixPath(p).parts[-2:] == ("plots", "metrics")]
     if len(folders) != 1:
-        raise DvcYamlError(f"dvc.yaml: stage {stage!r} should have exactly one plots folder (dvclive's), found {folders}")
+        raise DvcYamlError(f"dvc.yaml: stage {stage!r} should have exactly one dvclive folder (.../plots/metrics), found {folders}")
     return f"{folders[0]}/{metric}.tsv"
 
 
