@@ -168,3 +168,32 @@ def test_readme_one_liners_for_own_images_and_the_gpu_preset(tmp_path):
     assert g.returncode == 2, g.stdout[-2000:] + g.stderr[-2000:]
     lines = [ln for ln in g.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "CUDA" in lines[0], g.stderr
+
+
+def test_outputs_moving_from_the_dvc_cache_to_git_lose_nothing(tmp_path):
+    """A figure that was a cached output becomes a non-cached one (in git), as the report's figures did: the user's
+    copy in the workspace stays, the run is not redone, and the earlier revision's file is still restored from the cache."""
+    d = tmp_path / "proj"
+    d.mkdir()
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")
+    stage = "stages:\n  fig:\n    cmd: python -c \"open('fig.png', 'w').write(open('n.txt').read())\"\n    deps: [n.txt]\n    outs:\n      - fig.png{}\n"
+    (d / "n.txt").write_text("first run\n")
+    (d / "dvc.yaml").write_text(stage.format(""))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=d, env=env, check=True, capture_output=True)
+    dvc(["repro"], d, env)
+    subprocess.run(["git", "add", "-A"], cwd=d, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "cached figure"], cwd=d, env=env, check=True)
+    (d / "dvc.yaml").write_text(stage.format(":\n          cache: false"))
+    (d / ".gitignore").write_text("")  # DVC's entry for the cached output goes: git now tracks the file
+    assert "Running stage" not in dvc(["repro"], d, env)
+    assert (d / "fig.png").read_text() == "first run\n"
+    subprocess.run(["git", "add", "-A"], cwd=d, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "figure in git"], cwd=d, env=env, check=True)
+    assert subprocess.run(["git", "ls-files", "fig.png"], cwd=d, capture_output=True, text=True).stdout.strip() == "fig.png"
+    (d / "n.txt").write_text("second run\n")
+    dvc(["repro"], d, env)
+    subprocess.run(["git", "commit", "-qam", "second run"], cwd=d, env=env, check=True)
+    subprocess.run(["git", "checkout", "-q", "HEAD~2"], cwd=d, env=env, check=True)
+    dvc(["checkout", "--force"], d, env)
+    assert (d / "fig.png").read_text() == "first run\n"
