@@ -4,6 +4,7 @@
     ddpmlab export diffusers exported/ --model models/model.pt             # a folder DDPMPipeline/DDIMPipeline load
     ddpmlab compare t500 t1000                                             # experiments side by side
     ddpmlab gate smoke-base                                                # the CI regression gate
+    ddpmlab pr-comment smoke-base --baseline-rev origin/main               # a PR's comment against main
     ddpmlab residuals check residuals.npz                                  # the chi-squared check on any model
     ddpmlab bench --preset default                                         # training and sampling speed
     ddpmlab common-reference --reference data/prepared/train.npz a.npz b.npz
@@ -28,6 +29,7 @@ COMMANDS = {
     "export": ("ddpmlab.tools.export", "write a checkpoint as a folder diffusers loads (export diffusers DIR)"),
     "compare": ("ddpmlab.tools.compare", "compare experiments: params that differ, metrics with deltas, curves, grids"),
     "gate": ("ddpmlab.tools.gate", "check an experiment's metrics against a committed baseline (CI)"),
+    "pr-comment": ("ddpmlab.tools.pr_comment", "a pull request's comment: its smoke run against main's baseline, with both grids"),
     "residuals": ("ddpmlab.tools.residuals", "the chi-squared residual check on any model's residuals (residuals check FILE)"),
     "bench": ("ddpmlab.tools.bench", "training-step and sampling speed, side by side with a plain reference and diffusers"),
     "common-reference": ("ddpmlab.tools.common_reference", "KID/FID of sample sets of different sizes against one reference"),

@@ -1,7 +1,7 @@
 """The CI regression gate: an experiment's metrics against a committed baseline, with tolerances from params.yaml.
 
     ddpmlab gate smoke-base                       # check; exit 1 naming every regression
-    ddpmlab gate smoke-base --write-baseline      # record this run as the new baseline
+    ddpmlab gate smoke-base --write-baseline      # record this run as the new baseline (and its grid beside it)
 
 params.yaml `gate.rules` (validated by `schema.GateParams`): each names a metric, a headline key of
 reports/metrics.json (`kid`, `val_loss`) or `<stage folder>:<key>` of a stage's own file (`residuals:chi2_ks`), as
@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddpmlab.core.errors import UserError
+from ddpmlab.core.files import write_bytes
 from ddpmlab.pipeline import dvcyaml
 from ddpmlab.pipeline.command import FINDING, command, stage_parser
 from ddpmlab.pipeline.io import write_json
 from ddpmlab.pipeline.schema import GateParams, load_params
-from ddpmlab.tools.compare import add_diagnostics, exp_show, select
+from ddpmlab.tools.compare import GRID, _read, add_diagnostics, exp_show, select
 
 
 @dataclass
@@ -89,6 +90,11 @@ def read_baseline(path: Path, rules: list[Rule], exp_name: str) -> dict:
     return baseline
 
 
+def grid_beside(baseline: Path) -> Path:
+    """Where a baseline's sample grid is recorded: ci/smoke_baseline.json -> ci/smoke_baseline_grid.png."""
+    return baseline.with_name(baseline.stem + "_grid.png")
+
+
 def rules_from_params(gate: GateParams) -> list[Rule]:
     return [Rule(r.metric, r.better, r.max_worse_pct, r.max_worse_abs) for r in gate.rules]
 
@@ -116,6 +122,14 @@ def main(argv=None) -> int:
                             "a baseline must hold every gated metric: run the pipeline to the end first")
         write_json(path, {r.metric: exp.metrics[r.metric] for r in rules})
         print(f"gate: baseline for {len(rules)} metrics written to {path} from {exp.name}")
+        grid = _read(dvcyaml.output(dvcyaml.load(args.dvc_yaml), *GRID), exp.rev, "rb")
+        beside = grid_beside(path)  # what `ddpmlab pr-comment` shows as main's grid
+        if grid:
+            write_bytes(beside, grid)
+            print(f"gate: its sample grid written to {beside}")
+        else:
+            beside.unlink(missing_ok=True)
+            print(f"gate: {exp.name} has no sample grid; {beside} removed (a pull request's comment shows it as missing)")
         return 0
     failures = run_gate(rules, baseline, exp.metrics)
     for r in rules:
