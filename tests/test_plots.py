@@ -94,7 +94,7 @@ def test_plots_show_and_diff_through_dvc(tmp_path):
     assert a != b
     assert html.index("HEAD_reports_sample_grid.png") < html.index("steps3_reports_sample_grid.png")
     # the data plots render too: dvclive's loss curves, as vega specs
-    assert "train loss per epoch" in html
+    assert "training loss per epoch" in html
 
 
 def _charts():

@@ -62,7 +62,7 @@ HEADLINE = {
     "val_loss": "validation loss of the EMA network",
     "resid_ok": "the chi-squared residual check's verdict: true = consistent",
     "resid_kurt": "its marginal effect: excess kurtosis of the standardised residuals (0 under the conjecture)",
-    "resid_corr": "its correlation effect: the largest |lag-1 or cross-channel correlation| (0 under the conjecture)",
+    "resid_corr": "its correlation effect: the largest |lag-1 or cross-channel correlation| (0 under the conjecture; no cross-channel one for grey)",
     "resid_scale": "its scale effect: sd of the log per-image scale (0 under the conjecture)",
     "copies_px": "fraction of samples that are pixel near-copies of a training image",
     "copies_feat": "fraction of samples that are Inception-feature near-copies of a training image",
@@ -80,7 +80,8 @@ def headline(paths: dict) -> dict:
         "fid": ev["fid"], "kid": ev["kid"], "kid_std": ev["kid_std"], "precision": ev["precision"], "recall": ev["recall"],
         "val_loss": train.get("val", {}).get("loss"),
         "resid_ok": bool(res["chi2_verdict"]), "resid_kurt": res["chi2_kurtosis"],
-        "resid_corr": max(abs(res[f"chi2_rho_{a}"]) for a in ("h", "v", "c")), "resid_scale": res["chi2_scale"],
+        "resid_corr": max((abs(r) for r in (res.get(f"chi2_rho_{a}") for a in ("h", "v", "c")) if r is not None), default=None),  # no rho_c: grey
+        "resid_scale": res["chi2_scale"],
         "copies_px": mem["mem_near_copy_fraction_pixel"], "copies_feat": mem["mem_near_copy_fraction_feature"],
         "img_per_s": speed["img_per_s"], "n_params": speed["params"], "n_train": prep["train"],
     }
