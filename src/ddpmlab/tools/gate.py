@@ -120,7 +120,8 @@ def main(argv=None) -> int:
         if missing:
             raise GateError(f"{exp.name} has no finite value for {', '.join(missing)} (got {exp.metrics.get(missing[0])!r}); "
                             "a baseline must hold every gated metric: run the pipeline to the end first")
-        write_json(path, {r.metric: exp.metrics[r.metric] for r in rules})
+        headline = {k: v for k, v in exp.metrics.items() if ":" not in k and (_number(v) or isinstance(v, bool))}  # for pr-comment
+        write_json(path, {**headline, **{r.metric: exp.metrics[r.metric] for r in rules}})
         print(f"gate: baseline for {len(rules)} metrics written to {path} from {exp.name}")
         grid = _read(dvcyaml.output(dvcyaml.load(args.dvc_yaml), *GRID), exp.rev, "rb")
         beside = grid_beside(path)  # what `ddpmlab pr-comment` shows as main's grid
