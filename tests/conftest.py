@@ -61,3 +61,18 @@ def committed_params_file() -> Path:
 @pytest.fixture
 def params() -> dict:
     return committed_params()
+
+
+def train_one_thread(setup, train_x, val_x, d: Path) -> Path:
+    """core.training.train into d (state.pt, model.pt) on one torch thread, silently: the fixtures' tiny models."""
+    import torch
+
+    from ddpmlab.core.training import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(setup, train_x, val_x, d / "state.pt", d / "model.pt", say=lambda *a: None)
+    finally:
+        torch.set_num_threads(threads)
+    return d / "model.pt"

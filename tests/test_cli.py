@@ -23,13 +23,12 @@ from ddpmlab.core.sampling import SamplerSpec, sample
 from ddpmlab.core.schedule import ScheduleConfig
 from ddpmlab.core.streams import Stream, torch_generator
 from ddpmlab.core.train_config import TrainSetup
-from ddpmlab.core.training import train
 from ddpmlab.core.unet import UNet, UNetConfig
 from ddpmlab.pipeline.configs import train_config
 from ddpmlab.pipeline.schema import TrainParams
 from ddpmlab.tools.cli import COMMANDS
 
-from .conftest import ROOT, blob_images, committed_params_file
+from .conftest import ROOT, blob_images, committed_params_file, train_one_thread
 
 SCRIPT = Path(sys.executable).parent / "ddpmlab"
 T = 20
@@ -59,12 +58,7 @@ def models(tmp_path_factory):
               min_snr_gamma=0.0, guide_fraction=0.5, hflip=True, val_every=2, val_draws=1, checkpoint_every=4, bf16=True, compile=False, processes=1)
     setup = TrainSetup(UNetConfig(16, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
                        ScheduleConfig("linear", T, 1e-4, 0.02), train_config(TrainParams(**tc)), 0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(setup, x[:16], x[16:], d / "state.pt", d / "model.pt", say=lambda *a: None)
-    finally:
-        torch.set_num_threads(threads)
+    train_one_thread(setup, x[:16], x[16:], d)
     ckpt = load_checkpoint(d / "model.pt")
     ckpt["train_config"]["prediction"] = "v"  # the same weights read as a v-predictor: the export must say v_prediction
     save_atomic(ckpt, d / "v.pt")

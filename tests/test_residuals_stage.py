@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from ddpmlab.pipeline.io import read_json
@@ -17,9 +16,8 @@ from ddpmlab.core.residuals import check as R
 from ddpmlab.pipeline.configs import train_config
 from ddpmlab.pipeline.schema import TrainParams
 from ddpmlab.core.train_config import TrainSetup
-from ddpmlab.core.training import train
 
-from .conftest import ROOT, blob_images, committed_params
+from .conftest import ROOT, blob_images, committed_params, train_one_thread
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +30,7 @@ def run_dir(tmp_path_factory):
               hflip=True, val_every=2, val_draws=2, checkpoint_every=3, bf16=True, compile=False, processes=1)
     setup = TrainSetup(UNetConfig(16, 3, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
                        ScheduleConfig("linear", 20, 1e-4, 0.02), train_config(TrainParams(**tc)), 0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(setup, x[:20], x[20:], d / "state.pt", d / "model.pt", say=lambda *a: None)
-    finally:
-        torch.set_num_threads(threads)
+    train_one_thread(setup, x[:20], x[20:], d)
     p = committed_params()
     p["T"] = 20
     p["schedule"]["name"] = "linear"  # as the model above was trained

@@ -13,7 +13,6 @@ Writes comment.md and the PNGs it references, and prints the images it reference
 from __future__ import annotations
 
 import argparse
-import math
 import subprocess
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from ddpmlab.pipeline.command import command, stage_parser
 from ddpmlab.pipeline.io import fmt
 from ddpmlab.pipeline.schema import load_params
 from ddpmlab.tools.compare import GRID, Exp, _read, add_diagnostics, exp_show, select
-from ddpmlab.tools.gate import grid_beside, read_baseline, rules_from_params
+from ddpmlab.tools.gate import _number, grid_beside, read_baseline, rules_from_params
 
 # which way is better for each headline metric (None: a size, not a quality)
 BETTER = {"fid": "lower", "kid": "lower", "kid_std": None, "precision": "higher", "recall": "higher", "val_loss": "lower",
@@ -41,10 +40,6 @@ def git_show(rev: str, path: Path) -> bytes | None:
     """The file `path` at `rev`, or None when the revision or the file is not there."""
     r = subprocess.run(["git", "show", f"{rev}:{path.as_posix()}"], capture_output=True)
     return r.stdout if r.returncode == 0 else None
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def verdict(key: str, base, new, better: str | None) -> str:
