@@ -1,6 +1,7 @@
 """Device choice (`auto` means CUDA when available, else CPU) and the CUDA fast path for sampling."""
 
 import copy
+import os
 
 import torch
 
@@ -22,6 +23,21 @@ def resolve_device(name: str) -> torch.device:
         built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
         raise DeviceError(f"device 'cuda' asked for, but no CUDA device is visible (torch {torch.__version__}, {built}); use auto or cpu")
     return torch.device(name)
+
+
+# the CUDA devices (torch indices) given to this run by an allocator, one per local process: "2" or "2,3"
+CUDA_DEVICES = "DDPMLAB_CUDA_DEVICES"
+
+
+def cuda_index(local_rank: int = 0) -> int:
+    """The torch index of this process's GPU: the local_rank-th of CUDA_DEVICES when an allocator set it, else
+    local_rank (one GPU per local process, in order)."""
+    given = [int(i) for i in os.environ.get(CUDA_DEVICES, "").split(",") if i.strip()]
+    if not given:
+        return local_rank
+    if local_rank >= len(given):
+        raise DeviceError(f"{CUDA_DEVICES}={os.environ[CUDA_DEVICES]} gives {len(given)} GPU(s) but local process {local_rank} needs one")
+    return given[local_rank]
 
 
 class FastDenoiser(torch.nn.Module):

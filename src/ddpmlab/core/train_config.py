@@ -12,7 +12,7 @@ from ddpmlab.core.schedule import Schedule, ScheduleConfig
 from ddpmlab.core.unet import UNetConfig
 
 # TrainConfig fields that change how a run is executed or recorded, not the weights it ends with
-BOOKKEEPING = ("device", "checkpoint_every", "val_every", "processes")
+BOOKKEEPING = ("device", "checkpoint_every", "val_every", "processes", "nodes", "rendezvous")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class TrainConfig:
     bf16: bool
     compile: bool
     processes: int
+    nodes: int = 1  # machines of a multi-node run, each with `processes` processes
+    rendezvous: str = ""  # host:port of its c10d rendezvous (nodes > 1)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ddpmlab.core.checkpoint import CHECKPOINT_FORMAT, canonical, save_atomic
-from ddpmlab.core.errors import UserError
+from ddpmlab.core.errors import DataError, UserError
 from ddpmlab.core.images import to_model
 from ddpmlab.core.names import T_SAMPLINGS
 from ddpmlab.core.residuals.stats import training_stats
@@ -259,13 +260,18 @@ def train(setup: TrainSetup, train_x: np.ndarray, val_x: np.ndarray, state_path:
     torch.manual_seed(stream_seed(seed, Stream.WEIGHT_INIT))  # identical on every rank
     model, ema, opt = make_networks(setup.model, cfg, rt)
 
-    # 1. resume: rank 0 moves files into place (parks other experiments' states), then every rank loads
+    # 1. resume: every rank trains the same experiment; the writer moves files into place (parks other
+    # experiments' states) and loads, every rank gets its state (other nodes need not share its disk)
+    for rank, (other, host) in enumerate(dist.gather((key, socket.gethostname()))):
+        if other != key:
+            raise DataError(f"rank {rank} on {host} would train other params, data or code than rank {dist.rank} on "
+                            f"{socket.gethostname()}: check out the same commit and prepare the same data on every node")
     if dist.main:
         store.prepare()
     dist.barrier()
     start_epoch, step, history, timings = 0, 0, [], []
     guide = None  # the EMA weights after guide_epoch(cfg) epochs (CPU tensors), once reached
-    state = store.load(map_location=device)
+    state = dist.broadcast(store.load(map_location=device if dist.world == 1 else "cpu") if dist.main else None)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import socket
 import sys
 import traceback
 from pathlib import Path
@@ -14,6 +16,9 @@ from ddpmlab.core.names import DEVICES
 # Exit statuses, one meaning each in every command: 0 done; 1 a finding (the gate found a regression, the residual
 # check "not consistent"); 2 bad input (argparse uses 2 for bad arguments as well); 3 a crash (a bug: traceback).
 FINDING, BAD_INPUT, CRASH = 1, 2, 3
+# set by a launcher of several workers: where a worker's crash writes its traceback ("{rank}" is its rank), so
+# the launcher reports the run in one line instead of N interleaved tracebacks
+WORKER_TRACEBACK = "DDPMLAB_WORKER_TRACEBACK"
 
 
 def command(name: str):
@@ -37,6 +42,12 @@ def command(name: str):
             except Exception:
                 if argv is not None:
                     raise
+                if os.environ.get(WORKER_TRACEBACK) and "RANK" in os.environ:
+                    from ddpmlab.core.files import write_text
+
+                    rank = os.environ["RANK"]
+                    write_text(os.environ[WORKER_TRACEBACK].replace("{rank}", rank), f"rank {rank} on {socket.gethostname()}\n{traceback.format_exc()}")
+                    sys.exit(CRASH)
                 traceback.print_exc()
                 print(f"{name}: crashed (a bug, not a finding about your data): please report the traceback above", file=sys.stderr)
                 sys.exit(CRASH)

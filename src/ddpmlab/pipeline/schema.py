@@ -200,6 +200,21 @@ class TrainParams(Section):
     bf16: bool
     compile: bool
     processes: PosInt
+    nodes: PosInt = 1
+    rendezvous: str = ""
+
+    @field_validator("rendezvous")
+    @classmethod
+    def _host_port(cls, v):
+        if v and not re.fullmatch(r"[A-Za-z0-9_.\-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}", v):
+            raise ValueError(f"{v!r} is not host:port (e.g. node01:29500, 10.0.0.5:29500)")
+        return v
+
+    @model_validator(mode="after")
+    def _nodes_meet(self):
+        if self.nodes > 1 and not self.rendezvous:
+            raise ValueError(f"nodes = {self.nodes} needs train.rendezvous: host:port of the node that runs `dvc repro`, reachable from every node")
+        return self
 
     @field_validator("device")
     @classmethod

@@ -9,6 +9,7 @@
     ddpmlab bench --preset default                                         # training and sampling speed
     ddpmlab common-reference --reference data/prepared/train.npz a.npz b.npz
     ddpmlab preset presets/gpu.yaml                                        # an experiment from a preset file
+    ddpmlab join                                                           # join a multi-node run led elsewhere
 
 `ddpmlab COMMAND --help` shows each command's options and an example. Exit status, in every command: 0 done;
 1 a finding (the gate found a regression, the residual check "not consistent"); 2 bad input (one line on
@@ -34,6 +35,7 @@ COMMANDS = {
     "bench": ("ddpmlab.tools.bench", "training-step and sampling speed, side by side with a plain reference and diffusers"),
     "common-reference": ("ddpmlab.tools.common_reference", "KID/FID of sample sets of different sizes against one reference"),
     "preset": ("ddpmlab.tools.preset", "run an experiment from a preset file of params overrides (dvc exp run -S ...)"),
+    "join": ("ddpmlab.tools.join", "join, from this machine, a multi-node training run that `dvc repro` leads on another"),
 }
 
 

@@ -2,25 +2,32 @@
 
 Resumes only the same experiment (params, data and code: core.state); another experiment's
 state is parked beside --state, not overwritten. With train.processes > 1 it relaunches itself under
-torchrun: one process per GPU (NCCL), or processes on the CPU (gloo); train.batch_size stays global.
+torch's elastic launcher (torchrun's): one process per GPU (NCCL), or processes on the CPU (gloo);
+train.batch_size stays global. With train.nodes > 1 this node leads a run that the others join at
+train.rendezvous (`ddpmlab join` there). Under a launcher of your own (torchrun, srun) it trains as the
+worker it was started as. Only one process writes; a failed or lost process stops the run in one line,
+the last checkpoint kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
 from ddpmlab.core.device import resolve_device
 from ddpmlab.core.errors import DataError
 from ddpmlab.core.runtime import (
+    ROLE,
+    adopt_slurm_env,
     init_distributed,
-    relaunch_under_torchrun,
+    launch,
     under_torchrun,
 )
 from ddpmlab.core.training import final_metrics, train
-from ddpmlab.pipeline.command import command, stage_parser
+from ddpmlab.pipeline.command import WORKER_TRACEBACK, command, stage_parser
 from ddpmlab.pipeline.configs import train_setup
 from ddpmlab.pipeline.data.splits import load_split
 from ddpmlab.pipeline.imports import code_fingerprint
@@ -63,8 +70,8 @@ def run_stage(params: Path, train_npz: Path, val_npz: Path, state: Path, model: 
                             f"and the training split has {train_x.shape[3]} channel(s): rerun prepare")
     setup = train_setup(P, in_channels=int(train_x.shape[3]))
     resolve_device(P.train.device)  # one line now, not a traceback in every worker later
-    if P.train.processes > 1 and not under_torchrun():
-        return relaunch_under_torchrun(P.train.processes, ["-m", "ddpmlab.pipeline.stages.train"], argv)
+    if (P.train.processes > 1 or P.train.nodes > 1) and not under_torchrun():
+        return launch_workers(P, state, argv)
     dist = init_distributed(P.train.device, P.train.processes) if under_torchrun() else None
     main = dist is None or dist.main
 
@@ -74,11 +81,32 @@ def run_stage(params: Path, train_npz: Path, val_npz: Path, state: Path, model: 
         return 0
     m = final_metrics(res.history)
     speed = {"img_per_s": res.img_per_s, "seconds": res.seconds, "params": res.params, "resumed_from_epoch": res.resumed_from_epoch,
-             "processes": P.train.processes}
+             "processes": 1 if dist is None else dist.world}
     write_json(live / "speed.json", speed)
     print(f"train: {m['epochs']} epochs, {m['steps']} steps, train loss {m['train_loss']:.4f}, val loss {m['val_loss']:.4f}; "
           f"{speed['img_per_s']:.0f} img/s, {res.seconds:.0f} s, {res.params / 1e6:.2f}M params")
     return 0
+
+
+def traceback_path(state: Path, rank: int) -> Path:
+    """Where a worker of a multi-process run leaves the traceback of its failure (beside the state, on its node)."""
+    return state.parent / f"{state.stem}.rank{rank}.traceback"
+
+
+def launch_workers(P, state: Path, argv: list[str]) -> int:
+    """This node's workers of a multi-process run; one line and the workers' status when one of them fails."""
+    role = "join" if os.environ.get(ROLE) == "join" else "lead"
+    # a worker's crash: its traceback to a file beside the state, the run's one line from here
+    os.environ[WORKER_TRACEBACK] = str(traceback_path(state, 0)).replace(".rank0.", ".rank{rank}.")
+    res = launch(P.train.processes, ["-m", "ddpmlab.pipeline.stages.train"], argv, nodes=P.train.nodes,
+                 rendezvous=P.train.rendezvous, role=role)
+    if res.status:
+        tb = traceback_path(state, res.failed_rank)
+        why = f" (its traceback: {tb})" if tb.is_file() else ""
+        kept = f"the last checkpoint {state} is kept" if state.is_file() else f"no checkpoint was written yet ({state})"
+        print(f"train: the {P.train.nodes * P.train.processes}-process run stopped: {res.failed}{why}; a process or a node "
+              f"failed or was lost; {kept}: rerun to resume", file=sys.stderr)
+    return res.status
 
 
 @command("train")
@@ -90,6 +118,7 @@ def main(argv=None):
     ap.add_argument("--model", required=True, type=Path, help="final model: EMA weights + config")
     ap.add_argument("--live", required=True, type=Path, help="dvclive folder (metrics.json, plots/, speed.json)")
     args = ap.parse_args(argv)
+    adopt_slurm_env()
     status = run_stage(args.params, args.train, args.val, args.state, args.model, args.live,
                        argv if argv is not None else sys.argv[1:])
     if status:
