@@ -28,6 +28,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int, proc, timeout=120):
+    """Until the leading node hosts the rendezvous store on `port` (else the joiner could host it on 127.0.0.1,
+    and the node this test kills would take the store with it)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError("the leading node never opened its rendezvous port")
+
+
 def env(**extra):
     return dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", **extra)
 
@@ -118,12 +130,13 @@ def test_srun_without_a_rendezvous_address_is_one_line(monkeypatch):
 
 @pytest.mark.slow
 def test_a_node_lost_mid_run_stops_the_stage_in_one_line_with_its_checkpoint(tmp_path):
-    rdzv = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    rdzv = f"127.0.0.1:{port}"
     lead, join = tmp_path / "lead", tmp_path / "join"
     lead_cmd = prepared(lead, epochs=400, nodes=2, rendezvous=rdzv, checkpoint_every=1)
     join_stage = prepared(join, epochs=400, nodes=2, rendezvous=rdzv, checkpoint_every=1)
     a = subprocess.Popen(lead_cmd, env=env(), cwd=lead, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1)
+    wait_listening(port, a)
     # its own session: killing the group is the node going down (its workers die with their launcher)
     b = subprocess.Popen(join_cmd(join, join_stage), env=env(), cwd=join, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)

@@ -175,8 +175,8 @@ def launch(processes: int, target: list[str], argv: list[str], nodes: int = 1, r
         raise KeyboardInterrupt from None
     except (RendezvousError, torch.distributed.DistError) as e:
         where = f"the rendezvous at {rendezvous}" if nodes > 1 else "the local rendezvous"
-        raise LaunchError(f"could not start the {nodes * processes}-process run through {where}: {str(e).splitlines()[0][:300]}"
-                          " (is the address reachable from every node, and the port free on the first?)") from None
+        raise LaunchError(f"the {nodes * processes}-process run lost or never reached {where}: {str(e).splitlines()[0][:300]}"
+                          " (is the address reachable from every node, its port free, and the node hosting it still up?)") from None
     return LaunchResult(0)
 
 
