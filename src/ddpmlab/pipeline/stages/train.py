@@ -88,7 +88,7 @@ def run_stage(params: Path, train_npz: Path, val_npz: Path, state: Path, model: 
     return 0
 
 
-def traceback_path(state: Path, rank: int) -> Path:
+def traceback_path(state: Path, rank: int | str) -> Path:
     """Where a worker of a multi-process run leaves the traceback of its failure (beside the state, on its node)."""
     return state.parent / f"{state.stem}.rank{rank}.traceback"
 
@@ -97,7 +97,7 @@ def launch_workers(P, state: Path, argv: list[str]) -> int:
     """This node's workers of a multi-process run; one line and the workers' status when one of them fails."""
     role = "join" if os.environ.get(ROLE) == "join" else "lead"
     # a worker's crash: its traceback to a file beside the state, the run's one line from here
-    os.environ[WORKER_TRACEBACK] = str(traceback_path(state, 0)).replace(".rank0.", ".rank{rank}.")
+    os.environ[WORKER_TRACEBACK] = str(traceback_path(state, "{rank}"))
     res = launch(P.train.processes, ["-m", "ddpmlab.pipeline.stages.train"], argv, nodes=P.train.nodes,
                  rendezvous=P.train.rendezvous, role=role)
     if res.status:
